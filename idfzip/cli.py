@@ -1,0 +1,194 @@
+"""The ``idfzip`` command line."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from .data import DataError
+from .imageio import ImageReadError, image_grid, read_image, to_pil
+from .weights import ModelError
+from .zoo import DEFAULT_MODEL, PRESETS
+
+EXPECTED_ERRORS = (DataError, ImageReadError, ModelError, OSError, ValueError)
+
+
+def friendly_errors(command):
+    """Turn expected failures into one line on stderr and exit status 1, never a traceback."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except EXPECTED_ERRORS as err:
+            raise click.ClickException(str(err)) from None
+        except KeyboardInterrupt:
+            raise click.Abort() from None
+    return wrapper
+
+
+model_option = click.option(
+    "--model", "model_name", default=DEFAULT_MODEL, show_default=True,
+    help="Name of a shipped model, or path of a .pt model file.")
+device_option = click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+    help="Where the networks run.")
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise click.ClickException("--device cuda: no CUDA device is available")
+    return device
+
+
+def open_model(name: str, device: str):
+    from .zoo import load_model
+    return load_model(name).to(resolve_device(device))
+
+
+def load_tensor(path: str, channels: int) -> torch.Tensor:
+    return torch.from_numpy(read_image(path, channels))[None]
+
+
+def require_files(paths) -> None:
+    """Fail on the first missing input before any slow work (model loading) starts."""
+    for path in paths:
+        if not Path(path).is_file():
+            raise ImageReadError(f"{path}: " + ("is a directory" if Path(path).is_dir()
+                                               else "no such file"))
+
+
+def run(args=None) -> None:
+    """Console entry point: like ``main`` but every error, usage errors included, is a single
+    ``idfzip: ...`` line on stderr (exit 2 for usage, 1 otherwise)."""
+    try:
+        code = main.main(args=args, prog_name="idfzip", standalone_mode=False)
+    except click.ClickException as err:
+        click.echo(f"idfzip: {err.format_message()}", err=True)
+        sys.exit(err.exit_code)
+    except click.Abort:
+        click.echo("idfzip: aborted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="idfzip")
+def main():
+    """Lossless image compression with Integer Discrete Flows."""
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True)
+@model_option
+@device_option
+@friendly_errors
+def bpd(images, model_name, device):
+    """Print the model's bits per dimension, -log2 p(x) / (C H W), of each image."""
+    require_files(images)
+    model = open_model(model_name, device)
+    total_bits, total_dims = 0.0, 0
+    for path in images:
+        x = load_tensor(path, model.config.channels)
+        bits = float(-model.log_prob(x)[0])
+        total_bits, total_dims = total_bits + bits, total_dims + x.numel()
+        click.echo(f"{path}\t{bits / x.numel():.4f} bpd")
+    if len(images) > 1:
+        click.echo(f"total\t{total_bits / total_dims:.4f} bpd")
+
+
+@main.command()
+@click.argument("image")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Where to save the latents (.npz); default IMAGE.latents.npz.")
+@click.option("--png", "png_path", type=click.Path(dir_okay=False), default=None,
+              help="Also render the latents as a picture for a person to look at.")
+@model_option
+@device_option
+@friendly_errors
+def latents(image, output, png_path, model_name, device):
+    """Infer the integer latents z = f^-1(x) of IMAGE and save them as .npz."""
+    from .visualize import render_latents
+    require_files([image])
+    model = open_model(model_name, device)
+    lat = model.infer_latent(load_tensor(image, model.config.channels))
+    arrays = {f"level{i}": z[0].cpu().numpy().astype(np.int32) for i, z in enumerate(lat.levels)}
+    output = output or f"{image}.latents.npz"
+    np.savez_compressed(output, height=lat.height, width=lat.width, **arrays)
+    click.echo(f"{output}: {len(arrays)} levels, shapes "
+               + ", ".join(str(a.shape) for a in arrays.values()))
+    if png_path:
+        to_pil(render_latents(lat)).save(png_path)
+        click.echo(f"{png_path}: latents rendered")
+
+
+@main.command()
+@click.option("-n", "count", type=click.IntRange(1, 1024), default=16, show_default=True)
+@click.option("--height", type=click.IntRange(1, 4096), default=None,
+              help="Image height [default: 32].")
+@click.option("--width", type=click.IntRange(1, 4096), default=None,
+              help="Image width [default: the height].")
+@click.option("-t", "--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True, help="Scale of the prior; below 1 gives smoother samples.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default="samples.png",
+              show_default=True)
+@model_option
+@device_option
+@friendly_errors
+def sample(count, height, width, temperature, seed, output, model_name, device):
+    """Draw images x = f(z), z ~ p(z), and save them as one grid image."""
+    model = open_model(model_name, device)
+    height = height or 32
+    width = width or height
+    images = model.sample(count, height, width, temperature=temperature, seed=seed)
+    to_pil(image_grid(images.cpu().numpy())).save(output)
+    click.echo(f"{output}: {count} samples of {width}x{height}")
+
+
+@main.command()
+@click.option("--data", "sources", multiple=True, required=True,
+              help="Training data: a CIFAR-10 mosaic folder, a folder of images, an .npz with "
+                   "an 'x' array, or an image. Repeat to combine.")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=DEFAULT_MODEL,
+              show_default=True, help="Architecture to train.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for checkpoint.pt and model.pt (default runs/PRESET).")
+@click.option("--steps", type=click.IntRange(1), default=None)
+@click.option("--batch-size", type=click.IntRange(1), default=None)
+@click.option("--crop", type=click.IntRange(2), default=None, help="Training patch side.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--warmup-steps", type=click.IntRange(0), default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--eval-every", type=click.IntRange(1), default=None)
+@click.option("--checkpoint-every", type=click.IntRange(1), default=None)
+@click.option("--init", "init_model", default=None,
+              help="Start from the weights of this model (name or path) instead of scratch.")
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt if it exists.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="CPU threads for torch (default: all cores).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@friendly_errors
+def train(sources, preset, out_dir, init_model, resume, device, threads, quiet, **overrides):
+    """Train a model; resumable with --resume, exports OUT/model.pt for --model."""
+    from .train import TrainConfig, train as run_training
+    from .zoo import load_model
+    if threads:
+        torch.set_num_threads(threads)
+    names = {f.name for f in fields(TrainConfig)}
+    settings = {k: v for k, v in overrides.items() if v is not None and k in names}
+    config = TrainConfig(**settings)
+    init = load_model(init_model).state_dict() if init_model else None
+    out_dir = out_dir or f"runs/{preset}"
+    run_training(PRESETS[preset], list(sources), out_dir, config, resume=resume,
+                 device=device, progress=not quiet and sys.stderr.isatty(), init_weights=init,
+                 log=lambda msg: click.echo(msg, err=True))
+    click.echo(f"{out_dir}/model.pt written; use it with --model {out_dir}/model.pt")

@@ -1,0 +1,51 @@
+"""The small convolutional networks inside couplings and priors.
+
+They are built only from operations that have exact integer counterparts (convolution with
+bias, a clamp-style activation, channel concatenation), with no normalisation layer whose
+statistics depend on the batch, so that a trained network can be exported to integer
+arithmetic for bit-exact coding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Integer-valued inputs (pixels, latents) are brought to roughly unit range by this fixed
+# factor; a power of two so that an integer network can apply it as a shift.
+INPUT_SCALE = 1.0 / 128.0
+# Network outputs that live in latent units (translations, prior means) are this factor
+# times the raw output, so that an optimiser step of ~1e-3 moves them by a useful amount.
+OUTPUT_SCALE = 16.0
+# Upper bound of the bounded ReLU: bounded activations quantise to a fixed integer grid.
+ACTIVATION_MAX = 6.0
+
+
+class BoundedReLU(nn.Module):
+    """``clamp(x, 0, ACTIVATION_MAX)``: a ReLU whose range is known before training."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.hardtanh(x, 0.0, ACTIVATION_MAX)  # fused backward, unlike clamp
+
+
+class ConvNet(nn.Module):
+    """3x3 conv -> [bounded ReLU -> conv] * depth, mapping integer latents to real outputs.
+
+    The last convolution starts at zero, so a coupling built on this network starts as the
+    identity and a prior starts at its bias.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, hidden: int, depth: int):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, hidden, 3, padding=1)]
+        for i in range(depth - 1):
+            kernel = 1 if i % 2 == 0 else 3
+            layers += [BoundedReLU(), nn.Conv2d(hidden, hidden, kernel, padding=kernel // 2)]
+        layers += [BoundedReLU(), nn.Conv2d(hidden, out_channels, 3, padding=1)]
+        self.layers = nn.Sequential(*layers)
+        nn.init.zeros_(self.layers[-1].weight)
+        nn.init.zeros_(self.layers[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x * INPUT_SCALE)

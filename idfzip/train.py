@@ -1,0 +1,137 @@
+"""Training loop: Adamax with linear warm-up and exponential decay, periodic held-out
+evaluation, and checkpoints from which ``resume=True`` continues bit for bit.
+
+Exact resumption rests on three facts: the batch of step ``s`` is a pure function of
+``(seed, s)`` (see :class:`idfzip.data.CropSampler`), the learning rate is a pure function of
+``s``, and the checkpoint holds the model and optimiser state of step ``s``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .data import CropSampler, DataError, center_crops, load_images, split_holdout
+from .model import FlowConfig, IntegerDiscreteFlow
+from .weights import atomic_save, save_model
+
+CHECKPOINT_NAME = "checkpoint.pt"
+MODEL_NAME = "model.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 20000
+    batch_size: int = 32
+    crop: int = 32
+    lr: float = 3e-3
+    warmup_steps: int = 500
+    decay_per_1000: float = 0.97
+    seed: int = 0
+    holdout_fraction: float = 0.02
+    eval_every: int = 1000
+    eval_crop: int = 128
+    eval_max_images: int = 500
+    checkpoint_every: int = 200
+
+    def lr_at(self, step: int) -> float:
+        warm = min(1.0, (step + 1) / max(1, self.warmup_steps))
+        return self.lr * warm * self.decay_per_1000 ** (step / 1000.0)
+
+
+def evaluate(model: IntegerDiscreteFlow, images: list[np.ndarray], batch_size: int = 64) -> float:
+    """Bits per dimension over ``images``: total bits / total dims (sizes may differ)."""
+    was_training = model.training
+    model.eval()
+    bits, dims = 0.0, 0
+    by_shape: dict[tuple, list[np.ndarray]] = {}
+    for im in images:
+        by_shape.setdefault(im.shape, []).append(im)
+    for group in by_shape.values():
+        for i in range(0, len(group), batch_size):
+            x = torch.from_numpy(np.stack(group[i: i + batch_size]))
+            bits += float(-model.log_prob(x).sum())
+            dims += x.numel()
+    model.train(was_training)
+    return bits / dims
+
+
+def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
+          config: TrainConfig = TrainConfig(), resume: bool = False, device: str = "cpu",
+          progress: bool = True, log=print, init_weights: dict | None = None
+          ) -> IntegerDiscreteFlow:
+    """Train a flow on ``sources`` (see :func:`idfzip.data.load_images`), writing
+    ``checkpoint.pt`` and the exportable ``model.pt`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DataError("--device cuda was asked for, but no CUDA device is available")
+
+    images = [im for src in sources for im in load_images(src, model_config.channels)]
+    train_images, eval_images = split_holdout(images, config.holdout_fraction, config.seed)
+    eval_images = center_crops(eval_images[: config.eval_max_images], config.eval_crop)
+    sampler = CropSampler(train_images, config.crop, config.seed)
+    log(f"data: {len(train_images)} training images, {len(eval_images)} held out")
+
+    torch.manual_seed(config.seed)
+    model = IntegerDiscreteFlow(model_config).to(device)
+    optimizer = torch.optim.Adamax(model.parameters(), lr=config.lr)
+    step, history = 0, []
+    ckpt_path = out_dir / CHECKPOINT_NAME
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        if state["model_config"] != model_config.to_dict():
+            raise DataError(f"{ckpt_path}: checkpoint was made for another model configuration")
+        if state["train_config"] != asdict(config):
+            log("note: training settings differ from the checkpoint's; the run continues "
+                "with the new ones")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, history = state["step"], state["history"]
+        log(f"resumed from {ckpt_path} at step {step}")
+    elif init_weights is not None:
+        model.load_state_dict(init_weights)
+
+    def checkpoint():
+        atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "step": step, "history": history, "model_config": model_config.to_dict(),
+                     "train_config": asdict(config)}, ckpt_path)
+        save_model(model, out_dir / MODEL_NAME)
+
+    model.train()
+    bar = tqdm(total=config.steps, initial=step, disable=not progress, unit="step",
+               dynamic_ncols=True)
+    running = None
+    started = time.time()
+    while step < config.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr_at(step)
+        x = torch.from_numpy(sampler.batch(step, config.batch_size)).to(device)
+        loss = model(x.float()).mean()
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower --lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        bar.update(1)
+        bar.set_postfix(bpd=f"{running:.3f}", lr=f"{config.lr_at(step):.2e}")
+        if step % config.eval_every == 0 or step == config.steps:
+            held_out = evaluate(model, eval_images)
+            history.append({"step": step, "train_bpd": running, "eval_bpd": held_out,
+                            "seconds": time.time() - started})
+            (bar.write if progress else log)(
+                f"step {step}: train {running:.4f} bpd, held-out {held_out:.4f} bpd")
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            checkpoint()
+    bar.close()
+    model.eval()
+    return model
+

@@ -1,0 +1,73 @@
+"""Saving and loading models as a config + ``state_dict`` + sha256, never a pickled module."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .model import FlowConfig, IntegerDiscreteFlow
+
+MODEL_FORMAT = "idfzip-model/1"
+
+
+class ModelError(ValueError):
+    """A model file or name could not be loaded."""
+
+
+def weights_sha256(state_dict: dict) -> str:
+    """Hash of every tensor's name, dtype, shape and bytes, in key order: the identity of a model
+    that does not depend on how the file was pickled."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def atomic_save(obj, path: str | Path) -> None:
+    """torch.save to a temporary file beside ``path``, then rename: never a half-written file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def save_model(model: IntegerDiscreteFlow, path: str | Path) -> str:
+    """Write ``model`` to ``path``; returns its weight hash."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    digest = weights_sha256(state)
+    atomic_save({"format": MODEL_FORMAT, "config": model.config.to_dict(),
+                 "state_dict": state, "sha256": digest}, path)
+    return digest
+
+
+def load_model_file(path: str | Path, expected_sha256: str | None = None) -> IntegerDiscreteFlow:
+    """Load a model written by :func:`save_model`, checking its weight hash."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no such model file") from None
+    except Exception as err:  # torch raises many types for foreign or damaged files
+        raise ModelError(f"{path}: not an idfzip model file ({type(err).__name__})") from None
+    if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
+        raise ModelError(f"{path}: not an idfzip model file")
+    digest = weights_sha256(blob["state_dict"])
+    if digest != blob["sha256"] or (expected_sha256 and digest != expected_sha256):
+        raise ModelError(f"{path}: weights do not match their sha256 (damaged file?)")
+    try:
+        model = IntegerDiscreteFlow(FlowConfig(**blob["config"]))
+        model.load_state_dict(blob["state_dict"])
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ModelError(f"{path}: model configuration does not fit its weights ({err})") from None
+    model.sha256 = digest
+    return model.eval()

@@ -1,0 +1,64 @@
+"""Named model presets and the weights shipped with the package.
+
+A preset is an architecture (:class:`FlowConfig`); a shipped model is a preset plus a weight
+file in ``idfzip/weights/`` whose sha256 is pinned here, so a file coded with a named model
+names exactly one set of weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .model import FlowConfig, IntegerDiscreteFlow
+from .weights import ModelError, load_model_file
+
+PRESETS: dict[str, FlowConfig] = {
+    # Photos of any size: four levels so the unconditioned top latent is 1/32 of the dims.
+    "photo": FlowConfig(channels=3, levels=4, steps_per_level=4, hidden=64, depth=2,
+                        prior_hidden=64, prior_depth=2),
+    # The literature's CIFAR-10 benchmark (32x32 images).
+    "cifar10": FlowConfig(channels=3, levels=3, steps_per_level=4, hidden=64, depth=2,
+                          prior_hidden=64, prior_depth=2),
+}
+
+DEFAULT_MODEL = "photo"
+
+
+@dataclass(frozen=True)
+class ShippedModel:
+    preset: str
+    filename: str
+    sha256: str
+
+
+SHIPPED: dict[str, ShippedModel] = {}
+
+
+def preset(name: str) -> FlowConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ModelError(f"unknown preset {name!r}; presets: {', '.join(sorted(PRESETS))}") from None
+
+
+def load_model(name_or_path: str = DEFAULT_MODEL) -> IntegerDiscreteFlow:
+    """Load a shipped model by name, or any model file by path."""
+    if name_or_path in SHIPPED:
+        entry = SHIPPED[name_or_path]
+        path = resources.files("idfzip") / "weights" / entry.filename
+        with resources.as_file(path) as file:
+            model = load_model_file(file, expected_sha256=entry.sha256)
+        model.name = name_or_path
+        return model
+    if Path(name_or_path).exists() or "/" in name_or_path or name_or_path.endswith(".pt"):
+        model = load_model_file(name_or_path)
+        model.name = Path(name_or_path).stem
+        return model
+    if name_or_path in PRESETS:
+        raise ModelError(f"model {name_or_path!r} has no shipped weights yet; "
+                         f"train it with: idfzip train --preset {name_or_path} ...")
+    known = ", ".join(sorted(SHIPPED)) or "none"
+    raise ModelError(f"unknown model {name_or_path!r} (shipped models: {known}; "
+                     "or give the path of a .pt model file)")

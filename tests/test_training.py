@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+import torch
+
+from idfzip.data import CropSampler, DataError
+from idfzip.train import CHECKPOINT_NAME, MODEL_NAME, TrainConfig, evaluate, train
+from idfzip.weights import load_model_file
+
+from .conftest import TINY
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    base = np.linspace(0, 255, 40, dtype=np.float64)
+    for i in range(6):  # smooth gradients plus a little noise: learnable structure
+        img = (base[None, :, None] + rng.normal(0, 4, (40, 40, 3)) + 20 * i).clip(0, 255)
+        Image.fromarray(img.astype(np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+CONFIG = TrainConfig(steps=12, batch_size=4, crop=16, lr=3e-2, warmup_steps=2, eval_every=6,
+                     eval_crop=16, checkpoint_every=3, holdout_fraction=0.2)
+
+
+def run(folder, out, config=CONFIG, resume=False):
+    torch.set_num_threads(1)
+    return train(TINY, [str(folder)], out, config, resume=resume, progress=False,
+                 log=lambda msg: None)
+
+
+def test_training_lowers_the_loss_and_exports_a_loadable_model(image_folder, tmp_path):
+    model = run(image_folder, tmp_path / "run")
+    state = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=True)
+    history = state["history"]
+    assert state["step"] == 12 and len(history) == 2
+    sampler = CropSampler([np.asarray(x) for x in _images(image_folder)], 16, seed=1)
+    batch = [b for b in sampler.batch(0, 8)]
+    untrained = evaluate(type(model)(TINY), batch)
+    assert evaluate(model, batch) < untrained - 0.5
+    loaded = load_model_file(tmp_path / "run" / MODEL_NAME)
+    assert evaluate(loaded, batch) == pytest.approx(evaluate(model, batch))
+
+
+def test_resume_continues_exactly(image_folder, tmp_path):
+    straight = run(image_folder, tmp_path / "a")
+    half = TrainConfig(**{**CONFIG.__dict__, "steps": 6})
+    run(image_folder, tmp_path / "b", half)
+    resumed = run(image_folder, tmp_path / "b", resume=True)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_unreadable_data_is_a_clear_error(tmp_path):
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="a.png"):
+        run(tmp_path / "junk", tmp_path / "out")
+    with pytest.raises(DataError, match="no such file"):
+        run(tmp_path / "missing", tmp_path / "out")
+
+
+def test_crops_depend_only_on_seed_and_step():
+    images = [np.random.default_rng(i).integers(0, 256, (3, 20, 30), dtype=np.uint8)
+              for i in range(3)]
+    a = CropSampler(images, 8, seed=3)
+    assert np.array_equal(a.batch(5, 4), CropSampler(images, 8, seed=3).batch(5, 4))
+    assert not np.array_equal(a.batch(5, 4), a.batch(6, 4))
+    with pytest.raises(DataError):
+        CropSampler(images, 64)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    cfg = TrainConfig(lr=1e-3, warmup_steps=10, decay_per_1000=0.5)
+    assert cfg.lr_at(0) == pytest.approx(1e-4)
+    assert cfg.lr_at(9) == pytest.approx(1e-3 * 0.5 ** 0.009)
+    assert cfg.lr_at(2000) == pytest.approx(0.25e-3)
+
+
+def _images(folder):
+    from idfzip.data import load_images
+    return load_images(folder)

@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from idfzip.weights import ModelError, load_model_file, save_model, weights_sha256
+from idfzip.zoo import PRESETS, SHIPPED, load_model
+
+from .conftest import tiny_model
+
+
+def test_save_load_round_trip_keeps_weights_and_hash(tmp_path):
+    model = tiny_model(3)
+    digest = save_model(model, tmp_path / "m.pt")
+    loaded = load_model_file(tmp_path / "m.pt")
+    assert loaded.sha256 == digest == weights_sha256(model.state_dict())
+    x = torch.randint(0, 256, (1, 3, 9, 9), dtype=torch.uint8)
+    assert loaded.log_prob(x).item() == model.log_prob(x).item()
+
+
+def test_model_file_is_plain_tensors_not_a_pickled_module(tmp_path):
+    save_model(tiny_model(), tmp_path / "m.pt")
+    blob = torch.load(tmp_path / "m.pt", weights_only=True)  # would fail on pickled classes
+    assert set(blob) == {"format", "config", "state_dict", "sha256"}
+
+
+def test_damaged_or_foreign_files_are_refused(tmp_path):
+    save_model(tiny_model(), tmp_path / "m.pt")
+    blob = torch.load(tmp_path / "m.pt", weights_only=True)
+    blob["state_dict"]["top_prior.logits"] += 1
+    torch.save(blob, tmp_path / "tampered.pt")
+    with pytest.raises(ModelError, match="sha256"):
+        load_model_file(tmp_path / "tampered.pt")
+    (tmp_path / "junk.pt").write_bytes(b"\x00" * 100)
+    with pytest.raises(ModelError, match="not an idfzip model"):
+        load_model_file(tmp_path / "junk.pt")
+    with pytest.raises(ModelError, match="no such model"):
+        load_model_file(tmp_path / "missing.pt")
+
+
+def test_registry_names_errors_clearly():
+    with pytest.raises(ModelError, match="unknown model"):
+        load_model("no-such-model")
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_models_load_and_match_their_preset(name):
+    model = load_model(name)
+    assert model.config == PRESETS[SHIPPED[name].preset]
+    assert model.sha256 == SHIPPED[name].sha256
