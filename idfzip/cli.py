@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import io
+import os
 import sys
+import tempfile
 from dataclasses import fields
 from pathlib import Path
 
@@ -192,3 +195,185 @@ def train(sources, preset, out_dir, init_model, resume, device, threads, quiet, 
                  device=device, progress=not quiet and sys.stderr.isatty(), init_weights=init,
                  log=lambda msg: click.echo(msg, err=True))
     click.echo(f"{out_dir}/model.pt written; use it with --model {out_dir}/model.pt")
+
+
+# -- compress / decompress / info ------------------------------------------------------------
+
+verbosity = [click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary."),
+             click.option("-v", "--verbose", is_flag=True, help="Print sizes and rates.")]
+batch_option = click.option("--batch-size", type=click.IntRange(1, 256), default=2,
+                            show_default=True, help="Tiles per forward pass.")
+
+
+def with_options(options):
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return decorate
+
+
+def read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    p = Path(path)
+    if p.is_dir():
+        raise ImageReadError(f"{path}: is a directory")
+    if not p.exists():
+        raise ImageReadError(f"{path}: no such file")
+    return p.read_bytes()
+
+
+def write_output(path: str, data_writer, force: bool) -> None:
+    """Write through a temporary file in the target folder and rename it into place, so an
+    interrupted or failed run never leaves a partial file; refuse to overwrite without -f."""
+    if path == "-":
+        buf = io.BytesIO()
+        data_writer(buf)
+        sys.stdout.buffer.write(buf.getvalue())
+        sys.stdout.buffer.flush()
+        return
+    target = Path(path)
+    if target.exists() and not force:
+        raise OSError(f"{path}: already exists (use -f to overwrite)")
+    if target.is_dir():
+        raise OSError(f"{path}: is a directory")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part",
+                                   dir=target.parent if str(target.parent) else ".")
+    except OSError as err:
+        raise OSError(f"{path}: cannot write ({err.strerror})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            data_writer(f)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def tile_progress(total: int, label: str, quiet: bool):
+    """A tqdm bar over tiles, shown only on a terminal and for more than one tile."""
+    from tqdm import tqdm
+    show = not quiet and sys.stderr.isatty() and total > 1
+    return tqdm(total=total, desc=label, unit="tile", disable=not show, leave=False)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", default=None,
+              help="Output file (one input only; '-' for stdout). Default: INPUT.idf beside "
+                   "the input.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
+@model_option
+@device_option
+@batch_option
+@click.option("--tile", type=click.IntRange(8, 65535), default=512, show_default=True,
+              help="Tile side: tiles are coded independently, bounding memory.")
+@with_options(verbosity)
+@friendly_errors
+def compress(inputs, output, force, model_name, device, batch_size, tile, quiet, verbose):
+    """Compress images losslessly into .idf files."""
+    from PIL import Image
+
+    from .api import coding_model, compress as compress_image
+    from .codec import tile_grid
+    if output and len(inputs) > 1:
+        raise click.UsageError("-o/--output needs exactly one input")
+    coder = None
+    for path in inputs:
+        raw = read_input(path)
+        try:
+            image = Image.open(io.BytesIO(raw))
+            image.load()
+        except Exception as err:
+            raise ImageReadError(f"{path}: not a readable image ({type(err).__name__})") from None
+        out = output or ("-" if path == "-" else f"{path}.idf" if not path.endswith(".png")
+                         else path[:-4] + ".idf")
+        if out != "-" and Path(out).exists() and not force:
+            raise OSError(f"{out}: already exists (use -f to overwrite)")
+        coder = coder or coding_model(model_name).to(resolve_device(device))
+        bar = tile_progress(len(tile_grid(image.height, image.width, tile)), path, quiet)
+        try:
+            data = compress_image(image, coder, tile=tile, batch_size=batch_size,
+                                  progress=bar.update)
+        finally:
+            bar.close()
+        write_output(out, lambda f: f.write(data), force)
+        if verbose and not quiet:
+            dims = image.width * image.height * len(image.getbands())
+            click.echo(f"{path} -> {out}: {len(data)} bytes, {8 * len(data) / dims:.4f} bpd",
+                       err=True)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", default=None,
+              help="Output image (one input only; '-' for stdout as PNG); its extension picks "
+                   "the format. Default: INPUT without .idf, as PNG.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
+@click.option("--model", "model_name", default=None,
+              help="Model to decode with (default: the one the file names).")
+@device_option
+@batch_option
+@with_options(verbosity)
+@friendly_errors
+def decompress(inputs, output, force, model_name, device, batch_size, quiet, verbose):
+    """Decompress .idf files back to the exact original images."""
+    from .api import coding_model, decompress as decompress_data, tiles_of
+    if output and len(inputs) > 1:
+        raise click.UsageError("-o/--output needs exactly one input")
+    for path in inputs:
+        data = read_input(path)
+        out = output or ("-" if path == "-" else
+                         (path[:-4] if path.endswith(".idf") else path + ".out") + (
+                             "" if Path(path[:-4]).suffix else ".png"))
+        if out != "-" and Path(out).exists() and not force:
+            raise OSError(f"{out}: already exists (use -f to overwrite)")
+        model = coding_model(model_name).to(resolve_device(device)) if model_name else None
+        bar = tile_progress(tiles_of(data), path, quiet)
+        try:
+            image = decompress_data(data, model, batch_size=batch_size, progress=bar.update)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+        finally:
+            bar.close()
+        fmt = "PNG" if out == "-" else None
+
+        def save(f, image=image, out=out, fmt=fmt):
+            params = {"icc_profile": image.info["icc_profile"]} if "icc_profile" in image.info else {}
+            try:
+                image.save(f, format=fmt or _format_for(out), **params)
+            except (KeyError, ValueError, OSError) as err:
+                raise OSError(f"{out}: cannot save a {image.mode} image in this format "
+                              f"({err})") from None
+        write_output(out, save, force)
+        if verbose and not quiet:
+            click.echo(f"{path} -> {out}: {image.width}x{image.height} {image.mode}", err=True)
+
+
+def _format_for(path: str) -> str:
+    from PIL import Image
+    ext = Path(path).suffix.lower()
+    Image.init()
+    if ext not in Image.EXTENSION:
+        raise OSError(f"{path}: unknown image format {ext!r} (use .png, .webp, .tiff, ...)")
+    return Image.EXTENSION[ext]
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@friendly_errors
+def info(inputs):
+    """Print the header of .idf files."""
+    from .api import describe
+    for path in inputs:
+        try:
+            fields_ = describe(read_input(path))
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+        click.echo(path)
+        for key, value in fields_.items():
+            click.echo(f"  {key}: {value:.4f}" if isinstance(value, float)
+                       else f"  {key}: {value}")

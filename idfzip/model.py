@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import FlowStep, squeeze2x2, unsqueeze2x2
+from .distributions import discretized_logistic_log_pmf
 from .priors import ChannelMixturePrior, ConditionalLogisticPrior
 
 PIXEL_OFFSET = 128  # pixels are centred on zero before entering the flow
@@ -115,26 +116,47 @@ class IntegerDiscreteFlow(nn.Module):
     def device(self) -> torch.device:
         return self.top_prior.logits.device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """Float dtype the latents are held in: float32 for training, float64 once exported
+        to integer networks (see :mod:`idfzip.intnet`)."""
+        return self.top_prior.logits.dtype
+
+    @property
+    def is_integer(self) -> bool:
+        from .intnet import IntegerConvNet
+        return any(isinstance(m, IntegerConvNet) for m in self.modules())
+
     # -- the flow -------------------------------------------------------------------------
-    def _forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Integer images (float dtype) -> latents and per-image log-likelihood in nats."""
+    def analyse(self, x: torch.Tensor):
+        """Integer images -> (latents, prior parameters): the latent of every level (float
+        dtype, integer values) and the (mean, log_scale) of each factored-out latent's prior."""
         self._check_images(x)
-        h = self._pad(x.to(self.device, torch.float32)) - PIXEL_OFFSET
-        latents, log_p = [], torch.zeros(x.shape[0], device=self.device)
+        h = self._pad(x.to(self.device, self.dtype)) - PIXEL_OFFSET
+        latents, params = [], []
         for steps, prior in zip(self.levels, self.priors):
             h = squeeze2x2(h)
             for step in steps:
                 h = step(h)
             kept = h.shape[1] // 2
             y, z = h[:, :kept], h[:, kept:]
-            log_p = log_p + prior.log_prob(z, y).sum(dim=(1, 2, 3))
+            params.append(prior.params(y))
             latents.append(z)
             h = y
-        log_p = log_p + self.top_prior.log_prob(h).sum(dim=(1, 2, 3))
         latents.append(h)
+        return latents, params
+
+    def _forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Integer images -> latents and per-image log-likelihood in nats (summed in float64,
+        so that the total does not depend on how images are batched)."""
+        latents, params = self.analyse(x)
+        log_p = self.top_prior.log_prob(latents[-1]).double().sum(dim=(1, 2, 3))
+        for z, (mean, log_scale) in zip(latents, params):
+            log_pmf = discretized_logistic_log_pmf(z, mean, log_scale)
+            log_p = log_p + log_pmf.double().sum(dim=(1, 2, 3))
         return latents, log_p
 
-    def _inverse_level(self, index: int, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def inverse_level(self, index: int, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Undo level ``index`` given its kept part ``y`` and factored-out part ``z``."""
         h = torch.cat([y, z], dim=1)
         for step in reversed(self.levels[index]):
@@ -144,13 +166,13 @@ class IntegerDiscreteFlow(nn.Module):
     def _inverse(self, levels: list[torch.Tensor]) -> torch.Tensor:
         h = levels[-1]
         for index in reversed(range(len(self.levels))):
-            h = self._inverse_level(index, h, levels[index])
+            h = self.inverse_level(index, h, levels[index])
         return h + PIXEL_OFFSET
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Training objective: bits per dimension of each image (N,), differentiable."""
         _, log_p = self._forward(x)
-        return -log_p / (math.log(2.0) * x[0].numel())
+        return (-log_p / (math.log(2.0) * x[0].numel())).float()
 
     # -- public API -----------------------------------------------------------------------
     @torch.no_grad()
@@ -162,7 +184,7 @@ class IntegerDiscreteFlow(nn.Module):
     @torch.no_grad()
     def generate(self, latents: Latents) -> torch.Tensor:
         """``x = f(z)``: exact inverse of :meth:`infer_latent`; returns int64 images."""
-        levels = [z.to(self.device, torch.float32) for z in latents.levels]
+        levels = [z.to(self.device, self.dtype) for z in latents.levels]
         x = self._inverse(levels)
         return x[..., : latents.height, : latents.width].to(torch.int64)
 
@@ -170,7 +192,7 @@ class IntegerDiscreteFlow(nn.Module):
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact ``log2 p(x)`` of each image in bits (N,), float64."""
         _, log_p = self._forward(x)
-        return log_p.double() / math.log(2.0)
+        return log_p / math.log(2.0)
 
     @torch.no_grad()
     def bpd(self, x: torch.Tensor) -> torch.Tensor:
@@ -195,6 +217,6 @@ class IntegerDiscreteFlow(nn.Module):
         h = self.top_prior.sample(shape, temperature, gen)
         for index in reversed(range(len(self.levels))):
             z = self.priors[index].sample(h, temperature, gen)
-            h = self._inverse_level(index, h, z)
+            h = self.inverse_level(index, h, z)
         x = (h + PIXEL_OFFSET)[..., :height, :width]
         return x.clamp(0, 255).to(torch.uint8)

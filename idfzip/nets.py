@@ -15,6 +15,8 @@ from torch import nn
 # Integer-valued inputs (pixels, latents) are brought to roughly unit range by this fixed
 # factor; a power of two so that an integer network can apply it as a shift.
 INPUT_SCALE = 1.0 / 128.0
+# Inputs are clipped to +-INPUT_LIMIT, which bounds every partial sum of the integer export.
+INPUT_LIMIT = 2.0**20
 # Network outputs that live in latent units (translations, prior means) are this factor
 # times the raw output, so that an optimiser step of ~1e-3 moves them by a useful amount.
 OUTPUT_SCALE = 16.0
@@ -48,4 +50,4 @@ class ConvNet(nn.Module):
         nn.init.zeros_(self.layers[-1].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x * INPUT_SCALE)
+        return self.layers(x.clamp(-INPUT_LIMIT, INPUT_LIMIT) * INPUT_SCALE)

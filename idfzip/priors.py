@@ -16,7 +16,6 @@ from torch import nn
 
 from .distributions import (
     clamp_log_scale,
-    discretized_logistic_log_pmf,
     mixture_log_pmf,
     sample_logistic,
     sample_mixture,
@@ -42,10 +41,6 @@ class ConditionalLogisticPrior(nn.Module):
         out = self.net(cond)
         mean, log_scale = out[:, : self.channels], out[:, self.channels :]
         return mean * OUTPUT_SCALE, clamp_log_scale(log_scale)
-
-    def log_prob(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """Elementwise natural-log probability of ``z``."""
-        return discretized_logistic_log_pmf(z, *self.params(cond))
 
     def sample(self, cond: torch.Tensor, temperature: float, generator=None) -> torch.Tensor:
         mean, log_scale = self.params(cond)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from .intnet import to_integer
 from .model import FlowConfig, IntegerDiscreteFlow
 
 MODEL_FORMAT = "idfzip-model/1"
@@ -47,7 +48,7 @@ def save_model(model: IntegerDiscreteFlow, path: str | Path) -> str:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     digest = weights_sha256(state)
     atomic_save({"format": MODEL_FORMAT, "config": model.config.to_dict(),
-                 "state_dict": state, "sha256": digest}, path)
+                 "integer": model.is_integer, "state_dict": state, "sha256": digest}, path)
     return digest
 
 
@@ -66,6 +67,8 @@ def load_model_file(path: str | Path, expected_sha256: str | None = None) -> Int
         raise ModelError(f"{path}: weights do not match their sha256 (damaged file?)")
     try:
         model = IntegerDiscreteFlow(FlowConfig(**blob["config"]))
+        if blob.get("integer"):
+            model = to_integer(model)
         model.load_state_dict(blob["state_dict"])
     except (TypeError, ValueError, RuntimeError) as err:
         raise ModelError(f"{path}: model configuration does not fit its weights ({err})") from None

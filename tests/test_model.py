@@ -58,7 +58,8 @@ def test_alone_and_batched_give_identical_latents_and_likelihood():
         alone = model.infer_latent(x[i: i + 1])
         for zb, za in zip(batched.levels, alone.levels):
             assert torch.equal(zb[i: i + 1], za)
-        assert model.log_prob(x[i: i + 1]).item() == pytest.approx(batched_lp[i].item(), abs=1e-6)
+        # float32 convolutions may differ in the last bit with the batch shape
+        assert model.log_prob(x[i: i + 1]).item() == pytest.approx(batched_lp[i].item(), rel=1e-6)
 
 
 def naive_log2_pmf(z, mean, scale):
@@ -78,7 +79,7 @@ def test_log_prob_equals_brute_force_sum_over_the_pmf():
     # factored-out levels: recompute the kept part y of each level from the deeper latents
     ys = [lat.levels[-1]]
     for index in reversed(range(len(model.levels) - 1)):
-        y = model._inverse_level(index + 1, ys[0].float(), lat.levels[index + 1].float())
+        y = model.inverse_level(index + 1, ys[0].float(), lat.levels[index + 1].float())
         ys.insert(0, y)
     with torch.no_grad():
         for prior, y, z in zip(model.priors, ys, lat.levels[:-1]):

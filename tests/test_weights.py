@@ -19,7 +19,7 @@ def test_save_load_round_trip_keeps_weights_and_hash(tmp_path):
 def test_model_file_is_plain_tensors_not_a_pickled_module(tmp_path):
     save_model(tiny_model(), tmp_path / "m.pt")
     blob = torch.load(tmp_path / "m.pt", weights_only=True)  # would fail on pickled classes
-    assert set(blob) == {"format", "config", "state_dict", "sha256"}
+    assert set(blob) == {"format", "config", "integer", "state_dict", "sha256"}
 
 
 def test_damaged_or_foreign_files_are_refused(tmp_path):

@@ -1,0 +1,212 @@
+"""``compress(image) -> bytes`` and ``decompress(data) -> PIL.Image``.
+
+RGB goes through the flow model (RGBA: RGB through the flow, alpha as PNG; L and LA through a
+grey flow model when one is given, else PNG); every other mode, and any image the flow would
+not shrink below its raw size, is stored as PNG or raw bytes, whichever is smaller. So no image
+grows by more than the header, and every mode comes back exactly as it went in.
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .codec import FlowCodec, Progress, decode_image, encode_image, tile_grid
+from .container import (FORMAT_VERSION, MAX_PIXELS, MAX_SIDE, METHOD_FLOW, METHOD_NAMES,
+                        METHOD_PNG, METHOD_RAW, MODES, Container, parse)
+from .entropy import CodingError
+from .intnet import to_integer
+from .model import IntegerDiscreteFlow
+from .weights import ModelError, weights_sha256
+from .zoo import DEFAULT_MODEL, load_model
+
+DEFAULT_TILE = 512
+DEFAULT_BATCH = 2
+FLOW_MODES = {"RGB": 3, "RGBA": 3, "L": 1, "LA": 1}
+
+
+class CodingModel:
+    """An integer-exported flow with the name and weight hash that files record."""
+
+    def __init__(self, model: IntegerDiscreteFlow, name: str):
+        self.model = model if model.is_integer else to_integer(model)
+        self.name = name
+        self.sha256 = bytes.fromhex(weights_sha256(self.model.state_dict()))
+        self.codec = FlowCodec(self.model)
+
+    @property
+    def channels(self) -> int:
+        return self.model.config.channels
+
+    def to(self, device: str) -> "CodingModel":
+        self.model.to(device)
+        return self
+
+
+@lru_cache(maxsize=4)
+def coding_model(name_or_path: str = DEFAULT_MODEL) -> CodingModel:
+    """Load (once per process) a model by name or path, exported to integer arithmetic."""
+    model = load_model(name_or_path)
+    name = name_or_path if not Path(name_or_path).suffix else Path(name_or_path).stem
+    return CodingModel(model, name)
+
+
+def _resolve(model) -> CodingModel:
+    if isinstance(model, CodingModel):
+        return model
+    if isinstance(model, IntegerDiscreteFlow):
+        return CodingModel(model, getattr(model, "name", "custom"))
+    return coding_model(str(model))
+
+
+def pixel_checksum(image: Image.Image) -> int:
+    crc = zlib.crc32(image.tobytes())
+    if image.mode in ("P", "PA"):
+        crc = zlib.crc32(bytes(image.getpalette() or []), crc)
+    return crc
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=9)
+    return buf.getvalue()
+
+
+def _as_image(image) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, (str, Path)):
+        with Image.open(image) as im:
+            im.load()
+            return im
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8 or arr.ndim not in (2, 3):
+        raise ValueError("arrays must be uint8 (H, W) or (H, W, C)")
+    return Image.fromarray(arr)
+
+
+def _fallback(image: Image.Image, crc: int, icc: bytes | None) -> Container:
+    """The smaller of PNG and raw pixel bytes."""
+    raw = b"" if image.mode in ("P", "PA") else image.tobytes()  # a palette needs PNG
+    png = _png(image)
+    method, payload = (METHOD_RAW, raw) if raw and len(raw) <= len(png) else (METHOD_PNG, png)
+    return Container(image.mode, method, image.width, image.height, crc, icc, payload=payload)
+
+
+def compress(image, model=DEFAULT_MODEL, tile: int = DEFAULT_TILE,
+             batch_size: int = DEFAULT_BATCH, progress: Progress | None = None) -> bytes:
+    """Losslessly compress a PIL image, image path or uint8 array into .idf bytes."""
+    image = _as_image(image)
+    if image.mode not in MODES:
+        raise ValueError(f"unsupported image mode {image.mode!r} (supported: {', '.join(MODES)})")
+    if image.width > MAX_SIDE or image.height > MAX_SIDE or image.width * image.height > MAX_PIXELS:
+        raise ValueError(f"image too large ({image.width}x{image.height})")
+    if not 8 <= tile <= MAX_SIDE:
+        raise ValueError("tile size must be between 8 and 65535")
+    icc = image.info.get("icc_profile") or None
+    crc = pixel_checksum(image)
+    fallback = None
+    if image.mode in FLOW_MODES:
+        coder = _resolve(model)
+        if coder.channels == FLOW_MODES[image.mode]:
+            base = image.convert("RGB" if coder.channels == 3 else "L")
+            pixels = np.asarray(base)
+            pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+            streams = encode_image(coder.codec, np.ascontiguousarray(pixels), tile, batch_size,
+                                   progress)
+            alpha = _png(image.getchannel("A")) if image.mode in ("RGBA", "LA") else None
+            flow = Container(image.mode, METHOD_FLOW, image.width, image.height, crc, icc,
+                             coder.name, coder.sha256, tile, streams, alpha)
+            data = flow.to_bytes()
+            if sum(map(len, streams)) < len(image.tobytes()):
+                return data
+            fallback = _fallback(image, crc, icc).to_bytes()
+            return data if len(data) <= len(fallback) else fallback
+    return _fallback(image, crc, icc).to_bytes()
+
+
+def decompress(data: bytes, model=None, batch_size: int = DEFAULT_BATCH,
+               progress: Progress | None = None) -> Image.Image:
+    """Decode .idf bytes to the exact original PIL image (same mode, ICC profile kept).
+
+    ``model`` overrides the model named in the file (a name, path or model); either way its
+    weight hash must match the one the file records.
+    """
+    c = parse(data)
+    if c.method == METHOD_RAW:
+        image = Image.frombytes(c.mode, (c.width, c.height), c.payload)
+    elif c.method == METHOD_PNG:
+        image = _open_png(c.payload, c.mode, (c.width, c.height))
+    else:
+        image = _decode_flow(c, model, batch_size, progress)
+    if pixel_checksum(image) != c.crc32:
+        raise CodingError("checksum mismatch: the .idf file is damaged")
+    if c.icc:
+        image.info["icc_profile"] = c.icc
+    return image
+
+
+def _open_png(payload: bytes, mode: str, size) -> Image.Image:
+    try:
+        with Image.open(io.BytesIO(payload), formats=["PNG"]) as im:
+            im.load()
+    except Exception as err:  # Pillow raises many types for damaged PNG data
+        raise CodingError(f"damaged .idf payload ({type(err).__name__})") from None
+    if im.mode != mode or im.size != size:
+        raise CodingError("damaged .idf payload (image does not match the header)")
+    return im
+
+
+def _decode_flow(c: Container, model, batch_size: int, progress) -> Image.Image:
+    try:
+        coder = _resolve(model if model is not None else c.model_name)
+    except ModelError as err:
+        raise ModelError(f"this file needs model {c.model_name!r}, which cannot be loaded "
+                         f"({err}); pass --model") from None
+    if coder.sha256 != c.model_sha256:
+        raise ModelError(f"this file was made with model {c.model_name!r} "
+                         f"(weights {c.model_sha256.hex()[:12]}), not with "
+                         f"{coder.name!r} (weights {coder.sha256.hex()[:12]})")
+    channels = FLOW_MODES.get(c.mode)
+    if channels != coder.channels:
+        raise CodingError("corrupted .idf header (mode does not match the model)")
+    try:
+        pixels = decode_image(coder.codec, c.streams, channels, c.height, c.width, c.tile,
+                              batch_size, progress)
+    except CodingError:
+        raise
+    except BaseException as err:  # constriction signals bad streams with a Rust panic
+        if isinstance(err, (KeyboardInterrupt, SystemExit, MemoryError)):
+            raise
+        raise CodingError(f"damaged .idf payload ({type(err).__name__})") from None
+    base = Image.fromarray(pixels[0] if channels == 1 else pixels.transpose(1, 2, 0))
+    if c.alpha_png is None:
+        return base
+    alpha = _open_png(c.alpha_png, "L", (c.width, c.height))
+    base.putalpha(alpha)
+    return base
+
+
+def tiles_of(data: bytes) -> int:
+    """Number of flow tiles in a file (for progress bars)."""
+    c = parse(data)
+    return len(tile_grid(c.height, c.width, c.tile)) if c.method == METHOD_FLOW else 0
+
+
+def describe(data: bytes) -> dict:
+    """The header of an .idf file as a dict, for ``idfzip info``."""
+    c = parse(data)
+    info = {"format_version": FORMAT_VERSION, "mode": c.mode, "width": c.width, "height": c.height,
+            "method": METHOD_NAMES[c.method], "crc32": f"{c.crc32:08x}",
+            "icc_profile_bytes": len(c.icc or b""), "file_bytes": len(data),
+            "bpd": 8 * len(data) / (c.width * c.height * len(Image.new(c.mode, (1, 1)).getbands()))}
+    if c.method == METHOD_FLOW:
+        info.update(model=c.model_name, model_sha256=c.model_sha256.hex(), tile=c.tile,
+                    tiles=len(c.streams), alpha_bytes=len(c.alpha_png or b""))
+    return info
+
