@@ -19,6 +19,7 @@ import constriction
 import numpy as np
 import torch
 
+from .intnet import exact_arithmetic
 from .entropy import CodingError, MixtureTables, decode_logistic, encode_logistic
 from .model import PIXEL_OFFSET, IntegerDiscreteFlow
 
@@ -46,7 +47,8 @@ class FlowCodec:
     @torch.no_grad()
     def encode(self, tiles: np.ndarray) -> list[bytes]:
         """(B, C, h, w) uint8 tiles -> one compressed stream per tile."""
-        latents, params = self.model.analyse(torch.from_numpy(tiles))
+        with exact_arithmetic():
+            latents, params = self.model.analyse(torch.from_numpy(tiles))
         streams = []
         for i in range(tiles.shape[0]):
             coder = constriction.stream.stack.AnsCoder()
@@ -61,6 +63,10 @@ class FlowCodec:
 
     @torch.no_grad()
     def decode(self, streams: list[bytes], height: int, width: int) -> np.ndarray:
+        with exact_arithmetic():
+            return self._decode(streams, height, width)
+
+    def _decode(self, streams: list[bytes], height: int, width: int) -> np.ndarray:
         """Streams of ``height`` x ``width`` tiles -> (B, C, height, width) uint8 tiles."""
         model = self.model
         coders = [constriction.stream.stack.AnsCoder(_words(s)) for s in streams]

@@ -18,6 +18,7 @@ follow are exact too.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -93,3 +94,22 @@ def to_integer(model: nn.Module) -> nn.Module:
             if isinstance(child, ConvNet):
                 setattr(module, name, IntegerConvNet(child))
     return model.double()
+
+
+@contextlib.contextmanager
+def exact_arithmetic():
+    """Settings under which integer-valued float64 convolutions stay exact on CUDA too: no TF32,
+    no cuDNN (whose FFT/Winograd algorithms are not exact; the native path is im2col + GEMM),
+    deterministic algorithms only. Restores the caller's settings afterwards."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.backends.cudnn.enabled, torch.are_deterministic_algorithms_enabled())
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.enabled = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+         torch.backends.cudnn.enabled) = saved[:3]
+        torch.use_deterministic_algorithms(saved[3])

@@ -1,0 +1,81 @@
+"""Integer export: exact, independent of batching and threads, and faithful to the float model."""
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from idfzip.entropy import quantize_logistic
+from idfzip.intnet import WEIGHT_BITS, IntegerConvNet, to_integer
+from idfzip.nets import ConvNet
+from idfzip.weights import weights_sha256
+
+from .conftest import randomize, tiny_model
+
+
+def latents(shape, seed=0, bound=400):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(-bound, bound, shape, generator=gen).double()
+
+
+def int64_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pad: int):
+    """Reference convolution in int64 arithmetic: unfold + integer matmul."""
+    n, _, h, w = x.shape
+    cols = F.unfold(x, weight.shape[-1], padding=pad).round().long()
+    out = weight.round().long().reshape(weight.shape[0], -1) @ cols
+    return (out + bias.round().long()[:, None]).reshape(n, -1, h, w)
+
+
+def test_integer_convolution_equals_int64_arithmetic():
+    net = IntegerConvNet(randomize(ConvNet(6, 4, hidden=16, depth=3), seed=1))
+    conv = net.convs[0]
+    assert conv.weight.abs().max() < 2**WEIGHT_BITS
+    assert torch.equal(conv.weight, conv.weight.round())
+    x = latents((2, 6, 9, 7))
+    exact = int64_conv(x, conv.weight, conv.bias, 1)
+    assert torch.equal(conv(x).long(), exact)
+    assert torch.equal(conv(x), exact.double())
+
+
+def test_integer_network_is_independent_of_batch_and_threads():
+    net = IntegerConvNet(randomize(ConvNet(5, 3, hidden=32, depth=3), seed=2))
+    x = latents((6, 5, 24, 20), seed=3)
+    torch.set_num_threads(2)
+    together = net(x)
+    torch.set_num_threads(1)
+    alone = torch.cat([net(x[i: i + 1]) for i in range(6)])
+    torch.set_num_threads(2)
+    assert torch.equal(together, alone)
+
+
+def test_one_ulp_in_a_float_prior_parameter_breaks_decoding():
+    """Why the export matters: a float network's last bit changes with batch shape, threads or
+    CPU, and one ulp at a quantisation boundary gives the decoder other tables."""
+    import constriction
+
+    from idfzip.entropy import decode_logistic, encode_logistic
+    z = np.arange(-20, 21, dtype=np.int64)
+    below = np.full(z.shape, np.nextafter(2.5, -np.inf))
+    above = np.full(z.shape, np.nextafter(2.5, np.inf))
+    log_scale = np.full(z.shape, 1.0)
+    assert not np.array_equal(np.stack(quantize_logistic(below, log_scale)),
+                              np.stack(quantize_logistic(above, log_scale)))
+    coder = constriction.stream.stack.AnsCoder()
+    encode_logistic(coder, z, below, log_scale)
+    words = coder.get_compressed()
+    same = decode_logistic(constriction.stream.stack.AnsCoder(words), below, log_scale)
+    other = decode_logistic(constriction.stream.stack.AnsCoder(words), above, log_scale)
+    assert np.array_equal(same, z) and not np.array_equal(other, z)
+
+
+def test_integer_model_is_faithful_and_its_export_deterministic():
+    model = tiny_model(3, std=0.05)
+    exported = to_integer(copy.deepcopy(model))
+    again = to_integer(copy.deepcopy(model))
+    assert weights_sha256(exported.state_dict()) == weights_sha256(again.state_dict())
+    assert exported.is_integer and not model.is_integer
+    x = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    assert torch.allclose(exported.bpd(x), model.bpd(x).double(), rtol=1e-3)
+    lat = exported.infer_latent(x)
+    assert torch.equal(exported.generate(lat), x.long())
