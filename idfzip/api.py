@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from .codec import FlowCodec, Progress, decode_image, encode_image, tile_grid
-from .container import (FORMAT_VERSION, MAX_PIXELS, MAX_SIDE, METHOD_FLOW, METHOD_NAMES,
+from .container import (FORMAT_VERSION, MAX_PIXELS, MAX_SIDE, MAX_TILE, METHOD_FLOW, METHOD_NAMES,
                         METHOD_PNG, METHOD_RAW, MODES, Container, parse)
 from .entropy import CodingError
 from .intnet import to_integer
@@ -64,16 +64,17 @@ def _resolve(model) -> CodingModel:
     return coding_model(str(model))
 
 
-def pixel_checksum(image: Image.Image) -> int:
+def checksum(image: Image.Image, icc: bytes | None) -> int:
+    """CRC-32 of everything decoding must restore: pixels, palette and ICC profile."""
     crc = zlib.crc32(image.tobytes())
-    if image.mode in ("P", "PA"):
+    if image.mode == "P":
         crc = zlib.crc32(bytes(image.getpalette() or []), crc)
-    return crc
+    return zlib.crc32(icc or b"", crc)
 
 
 def _png(image: Image.Image) -> bytes:
     buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=9)
+    image.save(buf, format="PNG", compress_level=9, icc_profile=None)  # ICC is in the header
     return buf.getvalue()
 
 
@@ -92,8 +93,11 @@ def _as_image(image) -> Image.Image:
 
 def _fallback(image: Image.Image, crc: int, icc: bytes | None) -> Container:
     """The smaller of PNG and raw pixel bytes."""
-    raw = b"" if image.mode in ("P", "PA") else image.tobytes()  # a palette needs PNG
+    raw = b"" if image.mode == "P" else image.tobytes()  # a palette needs PNG
     png = _png(image)
+    if not raw and checksum(_open_png(png, image.mode, image.size), icc) != crc:
+        raise ValueError("cannot store this palette image losslessly (PNG changes its pixels "
+                         "or palette: empty palette, or pixel values beyond the palette)")
     method, payload = (METHOD_RAW, raw) if raw and len(raw) <= len(png) else (METHOD_PNG, png)
     return Container(image.mode, method, image.width, image.height, crc, icc, payload=payload)
 
@@ -106,10 +110,10 @@ def compress(image, model=DEFAULT_MODEL, tile: int = DEFAULT_TILE,
         raise ValueError(f"unsupported image mode {image.mode!r} (supported: {', '.join(MODES)})")
     if image.width > MAX_SIDE or image.height > MAX_SIDE or image.width * image.height > MAX_PIXELS:
         raise ValueError(f"image too large ({image.width}x{image.height})")
-    if not 8 <= tile <= MAX_SIDE:
-        raise ValueError("tile size must be between 8 and 65535")
+    if not 8 <= tile <= MAX_TILE:
+        raise ValueError(f"tile size must be between 8 and {MAX_TILE}")
     icc = image.info.get("icc_profile") or None
-    crc = pixel_checksum(image)
+    crc = checksum(image, icc)
     fallback = None
     if image.mode in FLOW_MODES:
         coder = _resolve(model)
@@ -123,7 +127,7 @@ def compress(image, model=DEFAULT_MODEL, tile: int = DEFAULT_TILE,
             flow = Container(image.mode, METHOD_FLOW, image.width, image.height, crc, icc,
                              coder.name, coder.sha256, tile, streams, alpha)
             data = flow.to_bytes()
-            if sum(map(len, streams)) < len(image.tobytes()):
+            if len(data) < len(image.tobytes()):
                 return data
             fallback = _fallback(image, crc, icc).to_bytes()
             return data if len(data) <= len(fallback) else fallback
@@ -139,16 +143,25 @@ def decompress(data: bytes, model=None, batch_size: int = DEFAULT_BATCH,
     """
     c = parse(data)
     if c.method == METHOD_RAW:
+        if len(c.payload) != _raw_size(c.mode, c.width, c.height):
+            raise CodingError("damaged .idf payload (raw size does not match the header)")
         image = Image.frombytes(c.mode, (c.width, c.height), c.payload)
     elif c.method == METHOD_PNG:
         image = _open_png(c.payload, c.mode, (c.width, c.height))
     else:
         image = _decode_flow(c, model, batch_size, progress)
-    if pixel_checksum(image) != c.crc32:
+    if checksum(image, c.icc) != c.crc32:
         raise CodingError("checksum mismatch: the .idf file is damaged")
     if c.icc:
         image.info["icc_profile"] = c.icc
     return image
+
+
+def _raw_size(mode: str, width: int, height: int) -> int:
+    """Length of ``Image.tobytes()`` for an image of this mode and size."""
+    if mode == "1":
+        return (width + 7) // 8 * height
+    return width * height * {"L": 1, "P": 1, "LA": 2, "I;16": 2, "RGB": 3, "RGBA": 4}[mode]
 
 
 def _open_png(payload: bytes, mode: str, size) -> Image.Image:

@@ -253,6 +253,22 @@ def write_output(path: str, data_writer, force: bool) -> None:
         raise
 
 
+def default_output(path: str, suffix: str) -> str:
+    """photo.png -> photo.idf and photo.idf -> photo.png, beside the input."""
+    p = Path(path)
+    out = p.with_suffix(suffix)
+    return str(out if out != p else p.with_name(p.name + suffix))
+
+
+def refuse_to_clobber(source: str, out: str, force: bool) -> None:
+    if out == "-":
+        return
+    if Path(out).exists() and source != "-" and Path(out).resolve() == Path(source).resolve():
+        raise OSError(f"{out}: output would overwrite the input")
+    if Path(out).exists() and not force:
+        raise OSError(f"{out}: already exists (use -f to overwrite)")
+
+
 def tile_progress(total: int, label: str, quiet: bool):
     """A tqdm bar over tiles, shown only on a terminal and for more than one tile."""
     from tqdm import tqdm
@@ -269,7 +285,7 @@ def tile_progress(total: int, label: str, quiet: bool):
 @model_option
 @device_option
 @batch_option
-@click.option("--tile", type=click.IntRange(8, 65535), default=512, show_default=True,
+@click.option("--tile", type=click.IntRange(8, 2048), default=512, show_default=True,
               help="Tile side: tiles are coded independently, bounding memory.")
 @with_options(verbosity)
 @friendly_errors
@@ -289,17 +305,15 @@ def compress(inputs, output, force, model_name, device, batch_size, tile, quiet,
             image.load()
         except Exception as err:
             raise ImageReadError(f"{path}: not a readable image ({type(err).__name__})") from None
-        out = output or ("-" if path == "-" else f"{path}.idf" if not path.endswith(".png")
-                         else path[:-4] + ".idf")
-        if out != "-" and Path(out).exists() and not force:
-            raise OSError(f"{out}: already exists (use -f to overwrite)")
+        out = output or ("-" if path == "-" else default_output(path, ".idf"))
+        refuse_to_clobber(path, out, force)
         coder = coder or coding_model(model_name).to(resolve_device(device))
-        bar = tile_progress(len(tile_grid(image.height, image.width, tile)), path, quiet)
-        try:
-            data = compress_image(image, coder, tile=tile, batch_size=batch_size,
-                                  progress=bar.update)
-        finally:
-            bar.close()
+        with tile_progress(len(tile_grid(image.height, image.width, tile)), path, quiet) as bar:
+            try:
+                data = compress_image(image, coder, tile=tile, batch_size=batch_size,
+                                      progress=bar.update)
+            except ValueError as err:
+                raise ValueError(f"{path}: {err}") from None
         write_output(out, lambda f: f.write(data), force)
         if verbose and not quiet:
             dims = image.width * image.height * len(image.getbands())
@@ -326,19 +340,14 @@ def decompress(inputs, output, force, model_name, device, batch_size, quiet, ver
         raise click.UsageError("-o/--output needs exactly one input")
     for path in inputs:
         data = read_input(path)
-        out = output or ("-" if path == "-" else
-                         (path[:-4] if path.endswith(".idf") else path + ".out") + (
-                             "" if Path(path[:-4]).suffix else ".png"))
-        if out != "-" and Path(out).exists() and not force:
-            raise OSError(f"{out}: already exists (use -f to overwrite)")
+        out = output or ("-" if path == "-" else default_output(path, ".png"))
+        refuse_to_clobber(path, out, force)
         model = coding_model(model_name).to(resolve_device(device)) if model_name else None
-        bar = tile_progress(tiles_of(data), path, quiet)
         try:
-            image = decompress_data(data, model, batch_size=batch_size, progress=bar.update)
+            with tile_progress(tiles_of(data), path, quiet) as bar:
+                image = decompress_data(data, model, batch_size=batch_size, progress=bar.update)
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
-        finally:
-            bar.close()
         fmt = "PNG" if out == "-" else None
 
         def save(f, image=image, out=out, fmt=fmt):
@@ -369,11 +378,28 @@ def info(inputs):
     """Print the header of .idf files."""
     from .api import describe
     for path in inputs:
+        data = read_input(path)
         try:
-            fields_ = describe(read_input(path))
+            fields_ = describe(data)
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
         click.echo(path)
         for key, value in fields_.items():
             click.echo(f"  {key}: {value:.4f}" if isinstance(value, float)
                        else f"  {key}: {value}")
+
+
+@main.command()
+@click.argument("model_path")
+@click.option("-o", "--output", required=True, help="Where to write the integer model.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
+@friendly_errors
+def export(model_path, output, force):
+    """Export a trained float model to the integer form used for coding; prints its sha256."""
+    from .intnet import to_integer
+    from .weights import save_model
+    from .zoo import load_model
+    model = load_model(model_path)
+    refuse_to_clobber(model_path, output, force)
+    digest = save_model(model if model.is_integer else to_integer(model), output)
+    click.echo(f"{output}: integer model, sha256 {digest}")

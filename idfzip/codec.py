@@ -47,7 +47,7 @@ class FlowCodec:
     @torch.no_grad()
     def encode(self, tiles: np.ndarray) -> list[bytes]:
         """(B, C, h, w) uint8 tiles -> one compressed stream per tile."""
-        with exact_arithmetic():
+        with exact_arithmetic(self.model.device):
             latents, params = self.model.analyse(torch.from_numpy(tiles))
         streams = []
         for i in range(tiles.shape[0]):
@@ -63,7 +63,7 @@ class FlowCodec:
 
     @torch.no_grad()
     def decode(self, streams: list[bytes], height: int, width: int) -> np.ndarray:
-        with exact_arithmetic():
+        with exact_arithmetic(self.model.device):
             return self._decode(streams, height, width)
 
     def _decode(self, streams: list[bytes], height: int, width: int) -> np.ndarray:

@@ -31,12 +31,13 @@ from .entropy import CodingError
 
 MAGIC = b"IDFZ"
 FORMAT_VERSION = 1
-MODES = ("RGB", "L", "RGBA", "LA", "P", "1", "I;16", "PA")
+MODES = ("RGB", "L", "RGBA", "LA", "P", "1", "I;16")
 METHOD_FLOW, METHOD_PNG, METHOD_RAW = 0, 1, 2
 METHOD_NAMES = {METHOD_FLOW: "flow", METHOD_PNG: "png", METHOD_RAW: "raw"}
 FLAG_ICC, FLAG_ALPHA = 1, 2
 MAX_SIDE = 65535
 MAX_PIXELS = 1 << 28  # 268 megapixels: refuse headers that would need more memory
+MAX_TILE = 2048  # bounds the memory one tile's networks need, for hostile headers too
 _FIXED = struct.Struct("<4sBBBBIII")
 
 
@@ -122,8 +123,8 @@ def parse(data: bytes) -> Container:
             raise CodingError("corrupted .idf header (model name)") from None
         c.model_sha256 = r.take(32)
         (c.tile,) = r.unpack("H")
-        if c.tile < 1:
-            raise CodingError("corrupted .idf header (tile size 0)")
+        if not 1 <= c.tile <= MAX_TILE:
+            raise CodingError(f"corrupted .idf header (tile size {c.tile})")
         tiles = -(-width // c.tile) * -(-height // c.tile)
         if 4 * tiles > len(data):
             raise CodingError("truncated .idf file")

@@ -173,7 +173,7 @@ class MixtureTables:
                              LOG_SCALE_MAX)
         scales = deterministic_exp(log_scales)
         logits = np.clip(np.nan_to_num(logits), -50, 50)
-        weights = deterministic_exp(logits - logits.max(axis=1, keepdims=True))
+        weights = deterministic_exp(np.maximum(logits - logits.max(axis=1, keepdims=True), -60.0))
         weights = weights / weights.sum(axis=1, keepdims=True)
         means = np.clip(np.nan_to_num(means), -RAW_LIMIT / 4, RAW_LIMIT / 4)
         self.models, self.centres, self.windows = [], [], []

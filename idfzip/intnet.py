@@ -97,10 +97,15 @@ def to_integer(model: nn.Module) -> nn.Module:
 
 
 @contextlib.contextmanager
-def exact_arithmetic():
-    """Settings under which integer-valued float64 convolutions stay exact on CUDA too: no TF32,
-    no cuDNN (whose FFT/Winograd algorithms are not exact; the native path is im2col + GEMM),
-    deterministic algorithms only. Restores the caller's settings afterwards."""
+def exact_arithmetic(device: torch.device):
+    """Settings under which integer-valued float64 convolutions stay exact on CUDA: no TF32, no
+    cuDNN (whose FFT/Winograd algorithms are not exact; the native path is im2col + GEMM),
+    deterministic algorithms only. On the CPU the float64 path is exact as it is (and switching
+    deterministic algorithms on costs seconds of imports), so nothing changes there. Restores
+    the caller's settings afterwards."""
+    if torch.device(device).type != "cuda":
+        yield
+        return
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
              torch.backends.cudnn.enabled, torch.are_deterministic_algorithms_enabled())
     torch.backends.cuda.matmul.allow_tf32 = False

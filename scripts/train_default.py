@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Reproduce a shipped model: train it with the recorded recipe, then export it to the integer
+form that goes into idfzip/weights/ (and whose sha256 is pinned in idfzip/zoo.py).
+
+    python scripts/train_default.py photo            # resumable: run it again to continue
+    python scripts/train_default.py cifar10 --device cuda
+
+Each recipe names its data (from ../shared/data beside the repository), preset, steps, batch,
+crop, learning rate and seed; the hardware and wall time of the shipped run are in RECIPES'
+notes and in the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+
+RECIPES = {
+    "photo": {
+        "data": [SHARED / "photos_train" / "crops.npz", SHARED / "photos_train" / "wikipedia_half"],
+        "args": ["--preset", "photo", "--batch-size", "16", "--crop", "64", "--lr", "3e-3",
+                 "--warmup-steps", "500", "--seed", "0", "--eval-every", "500"],
+        "steps": 200000,
+    },
+    "cifar10": {
+        "data": [SHARED / "cifar10"],
+        "args": ["--preset", "cifar10", "--batch-size", "32", "--crop", "32", "--lr", "3e-3",
+                 "--warmup-steps", "500", "--seed", "0", "--eval-every", "1000"],
+        "steps": 200000,
+    },
+}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("model", choices=sorted(RECIPES))
+    p.add_argument("--steps", type=int, default=None, help="stop (or pause) after this step")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default=None, help="run folder (default runs/MODEL)")
+    p.add_argument("--export-only", action="store_true", help="only export the last model.pt")
+    args = p.parse_args()
+    recipe = RECIPES[args.model]
+    out = Path(args.out or REPO / "runs" / args.model)
+    if not args.export_only:
+        cmd = [sys.executable, "-m", "idfzip", "train", "--out", str(out), "--resume",
+               "--device", args.device, "--steps", str(args.steps or recipe["steps"]),
+               *recipe["args"]]
+        for source in recipe["data"]:
+            cmd += ["--data", str(source)]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        subprocess.run(cmd, check=True)
+    target = REPO / "idfzip" / "weights" / f"{args.model}.pt"
+    subprocess.run([sys.executable, "-m", "idfzip", "export", str(out / "model.pt"), "-o",
+                    str(target), "-f"], check=True)
+    print(f"now pin the printed sha256 for {args.model!r} in idfzip/zoo.py (SHIPPED)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,393 @@
+"""The coding commands (compress, decompress, info) and the Pillow plugin."""
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+import idfzip  # noqa: F401  (registers the Pillow plugin)
+import idfzip.api
+from idfzip.api import CodingModel, compress, describe
+from idfzip.cli import main, run
+from idfzip.intnet import to_integer
+from idfzip.weights import save_model
+
+from .conftest import tiny_model
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+def smooth(seed, height=24, width=24):
+    rng = np.random.default_rng(seed)
+    ramp = (np.arange(height)[:, None] // 4 + np.arange(width)[None, :] // 6)[..., None]
+    return (124 + ramp % 8 + rng.integers(-2, 3, (height, width, 3))).astype(np.uint8)
+
+
+def save_int_model(path, seed=0):
+    save_model(to_integer(tiny_model(seed=seed, std=0.1)), path)
+    return str(path)
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    (tmp_path / "models").mkdir()
+    return save_int_model(tmp_path / "models" / "tiny.pt")  # files record the name 'tiny'
+
+
+@pytest.fixture
+def other_model_file(tmp_path):
+    (tmp_path / "other").mkdir()
+    return save_int_model(tmp_path / "other" / "tiny.pt", seed=1)  # same name, other weights
+
+
+@pytest.fixture
+def photo(tmp_path):
+    path = tmp_path / "photo.png"
+    Image.fromarray(smooth(0)).save(path)
+    return path
+
+
+def invoke(*args, input=None):
+    return CliRunner().invoke(main, [str(a) for a in args], input=input)
+
+
+def snapshot(path: Path):
+    st = path.stat()
+    return path.read_bytes(), st.st_mtime_ns
+
+
+def pixels(path_or_bytes) -> np.ndarray:
+    src = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else path_or_bytes
+    with Image.open(src) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def leftovers(folder: Path):
+    return sorted(p.name for p in folder.rglob("*") if ".part" in p.name)
+
+
+# -- compress / decompress ------------------------------------------------------------------
+
+def test_default_names_round_trip_and_leave_the_input_alone(tmp_path, photo, model_file):
+    before = snapshot(photo)
+    result = invoke("compress", photo, "--model", model_file, "--tile", 16)
+    assert result.exit_code == 0, result.output
+    idf = tmp_path / "photo.idf"
+    assert idf.exists() and snapshot(photo) == before
+    assert describe(idf.read_bytes())["method"] == "flow"
+    elsewhere = tmp_path / "b"
+    elsewhere.mkdir()
+    moved = elsewhere / "photo.idf"
+    moved.write_bytes(idf.read_bytes())
+    idf_before = snapshot(moved)
+    result = invoke("decompress", moved, "--model", model_file)
+    assert result.exit_code == 0, result.output
+    restored = elsewhere / "photo.png"
+    np.testing.assert_array_equal(pixels(restored), smooth(0))
+    assert snapshot(moved) == idf_before
+    assert leftovers(tmp_path) == []
+
+
+def test_explicit_output_paths_and_formats(tmp_path, photo, model_file):
+    out = tmp_path / "custom name.idf"
+    result = invoke("compress", photo, "-o", out, "--model", model_file, "-v")
+    assert result.exit_code == 0, result.output
+    assert f"-> {out}" in result.stderr and "bpd" in result.stderr
+    for name in ("back.png", "back.tiff", "back.bmp"):
+        result = invoke("decompress", out, "-o", tmp_path / name, "--model", model_file)
+        assert result.exit_code == 0, result.output
+        np.testing.assert_array_equal(pixels(tmp_path / name), smooth(0))
+    with Image.open(tmp_path / "back.tiff") as im:
+        assert im.format == "TIFF"
+    assert not (tmp_path / "photo.idf").exists()
+
+
+def test_existing_output_is_refused_without_force_and_replaced_with_it(tmp_path, photo,
+                                                                       model_file):
+    target = tmp_path / "photo.idf"
+    target.write_bytes(b"precious")
+    os.utime(target, ns=(1_000_000_000, 1_000_000_000))
+    before = snapshot(target)
+    result = invoke("compress", photo, "--model", model_file)
+    assert result.exit_code == 1
+    assert "photo.idf: already exists (use -f to overwrite)" in result.stderr
+    assert snapshot(target) == before
+    result = invoke("compress", photo, "--model", model_file, "-f")
+    assert result.exit_code == 0, result.output
+    assert target.read_bytes()[:4] == b"IDFZ"
+
+    restored = tmp_path / "restored.png"
+    restored.write_bytes(b"also precious")
+    result = invoke("decompress", target, "-o", restored, "--model", model_file)
+    assert result.exit_code == 1 and "already exists" in result.stderr
+    assert restored.read_bytes() == b"also precious"
+    result = invoke("decompress", target, "-o", restored, "--model", model_file, "--force")
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(pixels(restored), smooth(0))
+    assert leftovers(tmp_path) == []
+
+
+def test_output_onto_the_input_never_destroys_it(tmp_path, photo, model_file):
+    before = snapshot(photo)
+    result = invoke("compress", photo, "-o", photo, "-f", "--model", model_file)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert snapshot(photo) == before
+    idf = tmp_path / "photo.idf"
+    assert invoke("compress", photo, "--model", model_file).exit_code == 0
+    before = snapshot(idf)
+    result = invoke("decompress", idf, "-o", idf, "-f", "--model", model_file)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert snapshot(idf) == before
+    assert leftovers(tmp_path) == []
+
+
+def test_several_files_at_once(tmp_path, model_file):
+    names = ["a.png", "b.png", "c.png"]
+    for seed, name in enumerate(names):
+        Image.fromarray(smooth(seed, 10 + seed, 12)).save(tmp_path / name)
+    result = invoke("compress", *[tmp_path / n for n in names], "--model", model_file)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in names:
+        (out / name.replace(".png", ".idf")).write_bytes(
+            (tmp_path / name.replace(".png", ".idf")).read_bytes())
+    result = invoke("decompress", *sorted(out.iterdir()), "--model", model_file)
+    assert result.exit_code == 0, result.output
+    for seed, name in enumerate(names):
+        np.testing.assert_array_equal(pixels(out / name), smooth(seed, 10 + seed, 12))
+    result = invoke("compress", tmp_path / "a.png", tmp_path / "b.png", "-o", tmp_path / "x.idf",
+                    "--model", model_file)
+    assert result.exit_code == 2 and "needs exactly one input" in result.output
+    assert not (tmp_path / "x.idf").exists()
+
+
+def test_stdin_to_stdout_in_process(photo, model_file):
+    result = invoke("compress", "-", "--model", model_file, input=photo.read_bytes())
+    assert result.exit_code == 0, result.output
+    data = result.stdout_bytes
+    assert data[:4] == b"IDFZ" and describe(data)["width"] == 24
+    result = invoke("decompress", "-", "--model", model_file, input=data)
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(pixels(result.stdout_bytes), smooth(0))
+
+
+def test_info_prints_the_header(tmp_path, photo, model_file):
+    invoke("compress", photo, "--model", model_file, "--tile", 16)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (5, 6, 3), np.uint8)).save(
+        tmp_path / "noise.png")
+    invoke("compress", tmp_path / "noise.png", "--model", model_file)
+    result = invoke("info", tmp_path / "photo.idf", tmp_path / "noise.idf")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == str(tmp_path / "photo.idf")
+    assert all(line.startswith("  ") and ": " in line for line in lines[1:]
+               if line != str(tmp_path / "noise.idf"))
+    assert "  method: flow" in lines and "  model: tiny" in lines and "  tile: 16" in lines
+    assert "  width: 24" in lines and "  height: 24" in lines and "  mode: RGB" in lines
+    assert "  method: raw" in lines and str(tmp_path / "noise.idf") in lines
+    bpd = [line for line in lines if line.startswith("  bpd: ")]
+    assert len(bpd) == 2 and all(len(b.split(".")[1]) == 4 for b in bpd)
+    size = (tmp_path / "photo.idf").stat().st_size
+    assert f"  file_bytes: {size}" in lines
+
+
+def test_decompressing_without_the_model_names_the_model_it_needs(tmp_path, photo, model_file):
+    invoke("compress", photo, "--model", model_file)
+    photo.unlink()
+    result = invoke("decompress", tmp_path / "photo.idf")
+    assert result.exit_code == 1
+    assert "'tiny'" in result.stderr and "--model" in result.stderr
+    assert "Traceback" not in result.output and not (tmp_path / "photo.png.part").exists()
+
+
+def test_a_failed_save_leaves_no_partial_output(tmp_path, model_file):
+    rgba = Image.fromarray(smooth(0, 8, 8)).convert("RGBA")
+    src = tmp_path / "alpha.idf"
+    src.write_bytes(compress(rgba, CodingModel(to_integer(tiny_model(std=0.1)), "tiny")))
+    for name in ("out.jpg", "out.unknownext"):
+        result = invoke("decompress", src, "-o", tmp_path / name, "--model", model_file)
+        assert result.exit_code == 1, result.output
+        assert name in result.stderr and "Traceback" not in result.output
+        assert not (tmp_path / name).exists()
+    assert leftovers(tmp_path) == []
+
+
+# -- errors: one line, exit status, nothing left behind -------------------------------------
+
+ERRORS = [
+    # (args, exit code, message)
+    (["compress", "{junk}"], 1, "junk.png: not a readable image"),
+    (["decompress", "{photo}"], 1, "not an .idf file"),
+    (["decompress", "{truncated}"], 1, "truncated .idf file"),
+    (["info", "{photo}"], 1, "not an .idf file"),
+    (["info", "{truncated}"], 1, "truncated .idf file"),
+    (["compress", "{tmp}/missing.png"], 1, "missing.png: no such file"),
+    (["decompress", "{tmp}/missing.idf"], 1, "missing.idf: no such file"),
+    (["compress", "{tmp}"], 1, "is a directory"),
+    (["compress", "{photo}", "--no-such-option"], 2, "--no-such-option"),
+    (["compress", "{photo}", "--tile", "4"], 2, "--tile"),
+    (["decompress", "{good}", "-o", "{tmp}/restored.png", "--model", "{other}"], 1,
+     "was made with model 'tiny'"),
+    (["decompress", "{good}", "-o", "{tmp}/restored.png", "--model", "{junk}"], 1,
+     "not an idfzip model file"),
+    (["compress", "{photo}", "-o", "/nonexistent_dir/x.idf"], 1, "cannot write"),
+    (["decompress", "{good}", "-o", "/nonexistent_dir/x.png"], 1, "cannot write"),
+]
+
+
+@pytest.fixture
+def error_case(tmp_path, photo, model_file, other_model_file):
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"this is not an image")
+    good = tmp_path / "good.idf"
+    good.write_bytes(compress(Image.open(photo), CodingModel(to_integer(tiny_model(std=0.1)),
+                                                             "tiny"), tile=16))
+    truncated = tmp_path / "truncated.idf"
+    truncated.write_bytes(good.read_bytes()[:-5])
+    names = dict(junk=junk, photo=photo, truncated=truncated, tmp=tmp_path, good=good,
+                 other=other_model_file)
+
+    def expand(args):
+        args = [a.format(**names) for a in args]
+        if args[0] in ("compress", "decompress") and "--model" not in args:
+            args += ["--model", model_file]
+        return args
+    inputs = [junk, photo, good, truncated]
+    return expand, inputs
+
+
+def check_nothing_changed(tmp_path, inputs, before, listing):
+    assert [snapshot(p) for p in inputs] == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == listing
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("args, code, message", ERRORS, ids=[" ".join(e[0]) for e in ERRORS])
+def test_errors_are_one_line_with_the_right_exit_status(args, code, message, error_case,
+                                                        tmp_path, capsys):
+    expand, inputs = error_case
+    before = [snapshot(p) for p in inputs]
+    listing = sorted(p.name for p in tmp_path.iterdir())
+    result = invoke(*expand(args))
+    assert result.exit_code == code, result.output
+    assert message in result.output and "Traceback" not in result.output
+    check_nothing_changed(tmp_path, inputs, before, listing)
+    # the console entry point turns every error into one 'idfzip: ' line on stderr
+    with pytest.raises(SystemExit) as exit_info:
+        run(expand(args))
+    assert exit_info.value.code == code
+    err = capsys.readouterr().err
+    assert err.startswith("idfzip: ") and err.count("\n") == 1 and message in err
+    check_nothing_changed(tmp_path, inputs, before, listing)
+
+
+def test_info_names_a_missing_file_once(tmp_path, capsys):
+    missing = str(tmp_path / "x.idf")
+    with pytest.raises(SystemExit):
+        run(["info", missing])
+    assert capsys.readouterr().err == f"idfzip: {missing}: no such file\n"
+
+
+# -- the installed entry point --------------------------------------------------------------
+
+def idfzip_cmd(*args, input=None, cwd=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "idfzip", *map(str, args)], input=input,
+                          capture_output=True, timeout=120, env=env, cwd=cwd)
+
+
+def test_entry_point_pipes_through_stdin_and_stdout(photo, model_file):
+    done = idfzip_cmd("compress", "-", "--model", model_file, "-q", input=photo.read_bytes())
+    assert done.returncode == 0, done.stderr
+    assert done.stdout[:4] == b"IDFZ" and done.stderr == b""
+    back = idfzip_cmd("decompress", "-", "--model", model_file, input=done.stdout)
+    assert back.returncode == 0, back.stderr
+    assert back.stdout[:8] == b"\x89PNG\r\n\x1a\n"
+    np.testing.assert_array_equal(pixels(back.stdout), smooth(0))
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["decompress", "{truncated}"], 1, "truncated .idf file"),
+    (["decompress", "{good}", "--bogus"], 2, "--bogus"),
+], ids=["truncated", "unknown-option"])
+def test_entry_point_errors_are_single_lines(args, code, message, error_case, tmp_path):
+    expand, inputs = error_case
+    before = [snapshot(p) for p in inputs]
+    listing = sorted(p.name for p in tmp_path.iterdir())
+    done = idfzip_cmd(*expand(args))
+    stderr = done.stderr.decode()
+    assert done.returncode == code, stderr
+    assert stderr.startswith("idfzip: ") and stderr.count("\n") == 1 and message in stderr
+    assert done.stdout == b""
+    check_nothing_changed(tmp_path, inputs, before, listing)
+
+
+# -- the Pillow plugin ----------------------------------------------------------------------
+
+def test_pillow_opens_flow_files_with_the_model_resolved(tmp_path, monkeypatch):
+    coder = CodingModel(to_integer(tiny_model(std=0.1)), "tiny")
+    image = Image.fromarray(smooth(3, 20, 27))
+    image.info["icc_profile"] = b"fake-icc"
+    path = tmp_path / "p.idf"
+    path.write_bytes(compress(image, coder, tile=16))
+    assert describe(path.read_bytes())["method"] == "flow"
+    with Image.open(path) as im:  # the header alone: no model needed yet
+        assert (im.format, im.size, im.mode) == ("IDF", (27, 20), "RGB")
+    resolved = []
+    monkeypatch.setattr(idfzip.api, "_resolve", lambda m: resolved.append(m) or coder)
+    with Image.open(path) as im:
+        np.testing.assert_array_equal(np.asarray(im), smooth(3, 20, 27))
+        assert im.info["icc_profile"] == b"fake-icc"
+    assert resolved == ["tiny"]  # the model the file names
+
+
+def test_pillow_loading_a_flow_file_without_its_model_fails_clearly(tmp_path):
+    coder = CodingModel(to_integer(tiny_model(std=0.1)), "tiny")
+    path = tmp_path / "p.idf"
+    path.write_bytes(compress(Image.fromarray(smooth(3)), coder, tile=16))
+    with Image.open(path) as im:
+        with pytest.raises(ValueError, match="tiny"):
+            im.load()
+
+
+@pytest.mark.parametrize("mode", ["P", "L", "1", "RGBA", "I;16"])
+def test_pillow_opens_fallback_files_without_a_model(tmp_path, mode):
+    rng = np.random.default_rng(0)
+    base = Image.fromarray(rng.integers(0, 256, (7, 9, 3), np.uint8))
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65536, (7, 9)).astype(np.uint16))
+    else:
+        image = base.convert(mode)
+    assert image.mode == mode
+    path = tmp_path / "f.idf"
+    path.write_bytes(compress(image, CodingModel(to_integer(tiny_model(std=0.1)), "tiny")))
+    with Image.open(path) as im:
+        assert (im.format, im.mode, im.size) == ("IDF", mode, (9, 7))
+        assert im.tobytes() == image.tobytes()
+        if mode == "P":
+            assert im.getpalette() == image.getpalette()
+            assert im.convert("RGB").tobytes() == image.convert("RGB").tobytes()
+
+
+def test_pillow_refuses_a_damaged_idf(tmp_path):
+    path = tmp_path / "bad.idf"
+    data = compress(Image.fromarray(smooth(0, 5, 5)), CodingModel(to_integer(tiny_model(std=0.1)),
+                                                                  "tiny"))
+    path.write_bytes(data[:-3])
+    with pytest.raises((ValueError, OSError)):
+        with Image.open(path) as im:
+            im.load()
