@@ -23,7 +23,7 @@ from .entropy import CodingError
 from .intnet import to_integer
 from .model import IntegerDiscreteFlow
 from .weights import ModelError, weights_sha256
-from .zoo import DEFAULT_MODEL, load_model
+from .zoo import DEFAULT_MODEL, DEFAULT_MODELS, SHIPPED, load_model
 
 DEFAULT_TILE = 512
 DEFAULT_BATCH = 2
@@ -48,20 +48,33 @@ class CodingModel:
         return self
 
 
-@lru_cache(maxsize=4)
-def coding_model(name_or_path: str = DEFAULT_MODEL) -> CodingModel:
-    """Load (once per process) a model by name or path, exported to integer arithmetic."""
+@lru_cache(maxsize=8)
+def coding_model(name_or_path: str = DEFAULT_MODEL, device: str = "cpu") -> CodingModel:
+    """Load (once per process and device) a model by name or path, exported to integer
+    arithmetic."""
     model = load_model(name_or_path)
     name = name_or_path if not Path(name_or_path).suffix else Path(name_or_path).stem
-    return CodingModel(model, name)
+    return CodingModel(model, name).to(device)
 
 
-def _resolve(model) -> CodingModel:
+def _resolve(model, device: str = "cpu") -> CodingModel:
     if isinstance(model, CodingModel):
         return model
     if isinstance(model, IntegerDiscreteFlow):
         return CodingModel(model, getattr(model, "name", "custom"))
-    return coding_model(str(model))
+    return coding_model(str(model), device)
+
+
+def _flow_model(mode: str, model, device: str) -> CodingModel | None:
+    """The model for an image of this mode: the one asked for if its channels fit, else the
+    shipped default for grey or colour; None when no model fits (the image is then stored)."""
+    channels = FLOW_MODES[mode]
+    if model is not None:
+        coder = _resolve(model, device)
+        if coder.channels == channels:
+            return coder
+    default = DEFAULT_MODELS[channels]
+    return coding_model(default, device) if default in SHIPPED else None
 
 
 def checksum(image: Image.Image, icc: bytes | None) -> int:
@@ -102,9 +115,12 @@ def _fallback(image: Image.Image, crc: int, icc: bytes | None) -> Container:
     return Container(image.mode, method, image.width, image.height, crc, icc, payload=payload)
 
 
-def compress(image, model=DEFAULT_MODEL, tile: int = DEFAULT_TILE,
-             batch_size: int = DEFAULT_BATCH, progress: Progress | None = None) -> bytes:
-    """Losslessly compress a PIL image, image path or uint8 array into .idf bytes."""
+def compress(image, model=None, tile: int = DEFAULT_TILE, batch_size: int = DEFAULT_BATCH,
+             progress: Progress | None = None, device: str = "cpu") -> bytes:
+    """Losslessly compress a PIL image, image path or uint8 array into .idf bytes.
+
+    ``model`` (a name, path or model) is used for images whose channels it fits; other RGB and
+    grey images use the shipped default for their kind."""
     image = _as_image(image)
     if image.mode not in MODES:
         raise ValueError(f"unsupported image mode {image.mode!r} (supported: {', '.join(MODES)})")
@@ -114,28 +130,22 @@ def compress(image, model=DEFAULT_MODEL, tile: int = DEFAULT_TILE,
         raise ValueError(f"tile size must be between 8 and {MAX_TILE}")
     icc = image.info.get("icc_profile") or None
     crc = checksum(image, icc)
-    fallback = None
-    if image.mode in FLOW_MODES:
-        coder = _resolve(model)
-        if coder.channels == FLOW_MODES[image.mode]:
-            base = image.convert("RGB" if coder.channels == 3 else "L")
-            pixels = np.asarray(base)
-            pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
-            streams = encode_image(coder.codec, np.ascontiguousarray(pixels), tile, batch_size,
-                                   progress)
-            alpha = _png(image.getchannel("A")) if image.mode in ("RGBA", "LA") else None
-            flow = Container(image.mode, METHOD_FLOW, image.width, image.height, crc, icc,
-                             coder.name, coder.sha256, tile, streams, alpha)
-            data = flow.to_bytes()
-            if len(data) < len(image.tobytes()):
-                return data
-            fallback = _fallback(image, crc, icc).to_bytes()
-            return data if len(data) <= len(fallback) else fallback
-    return _fallback(image, crc, icc).to_bytes()
+    stored = _fallback(image, crc, icc)
+    coder = _flow_model(image.mode, model, device) if image.mode in FLOW_MODES else None
+    if coder is None:
+        return stored.to_bytes()
+    pixels = np.asarray(image.convert("RGB" if coder.channels == 3 else "L"))
+    pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+    streams = encode_image(coder.codec, np.ascontiguousarray(pixels), tile, batch_size, progress)
+    alpha = _png(image.getchannel("A")) if image.mode in ("RGBA", "LA") else None
+    flow = Container(image.mode, METHOD_FLOW, image.width, image.height, crc, icc, coder.name,
+                     coder.sha256, tile, streams, alpha).to_bytes()
+    stored_bytes = stored.to_bytes()
+    return flow if len(flow) <= len(stored_bytes) else stored_bytes
 
 
 def decompress(data: bytes, model=None, batch_size: int = DEFAULT_BATCH,
-               progress: Progress | None = None) -> Image.Image:
+               progress: Progress | None = None, device: str = "cpu") -> Image.Image:
     """Decode .idf bytes to the exact original PIL image (same mode, ICC profile kept).
 
     ``model`` overrides the model named in the file (a name, path or model); either way its
@@ -149,7 +159,7 @@ def decompress(data: bytes, model=None, batch_size: int = DEFAULT_BATCH,
     elif c.method == METHOD_PNG:
         image = _open_png(c.payload, c.mode, (c.width, c.height))
     else:
-        image = _decode_flow(c, model, batch_size, progress)
+        image = _decode_flow(c, model, batch_size, progress, device)
     if checksum(image, c.icc) != c.crc32:
         raise CodingError("checksum mismatch: the .idf file is damaged")
     if c.icc:
@@ -175,9 +185,9 @@ def _open_png(payload: bytes, mode: str, size) -> Image.Image:
     return im
 
 
-def _decode_flow(c: Container, model, batch_size: int, progress) -> Image.Image:
+def _decode_flow(c: Container, model, batch_size: int, progress, device) -> Image.Image:
     try:
-        coder = _resolve(model if model is not None else c.model_name)
+        coder = _resolve(model if model is not None else c.model_name, device)
     except ModelError as err:
         raise ModelError(f"this file needs model {c.model_name!r}, which cannot be loaded "
                          f"({err}); pass --model") from None

@@ -56,6 +56,7 @@ def open_model(name: str, device: str):
     return load_model(name).to(resolve_device(device))
 
 
+
 def load_tensor(path: str, channels: int) -> torch.Tensor:
     return torch.from_numpy(read_image(path, channels))[None]
 
@@ -293,11 +294,11 @@ def compress(inputs, output, force, model_name, device, batch_size, tile, quiet,
     """Compress images losslessly into .idf files."""
     from PIL import Image
 
-    from .api import coding_model, compress as compress_image
+    from .api import compress as compress_image
     from .codec import tile_grid
     if output and len(inputs) > 1:
         raise click.UsageError("-o/--output needs exactly one input")
-    coder = None
+    device = resolve_device(device)
     for path in inputs:
         raw = read_input(path)
         try:
@@ -307,11 +308,10 @@ def compress(inputs, output, force, model_name, device, batch_size, tile, quiet,
             raise ImageReadError(f"{path}: not a readable image ({type(err).__name__})") from None
         out = output or ("-" if path == "-" else default_output(path, ".idf"))
         refuse_to_clobber(path, out, force)
-        coder = coder or coding_model(model_name).to(resolve_device(device))
         with tile_progress(len(tile_grid(image.height, image.width, tile)), path, quiet) as bar:
             try:
-                data = compress_image(image, coder, tile=tile, batch_size=batch_size,
-                                      progress=bar.update)
+                data = compress_image(image, model_name, tile=tile, batch_size=batch_size,
+                                      progress=bar.update, device=device)
             except ValueError as err:
                 raise ValueError(f"{path}: {err}") from None
         write_output(out, lambda f: f.write(data), force)
@@ -335,17 +335,17 @@ def compress(inputs, output, force, model_name, device, batch_size, tile, quiet,
 @friendly_errors
 def decompress(inputs, output, force, model_name, device, batch_size, quiet, verbose):
     """Decompress .idf files back to the exact original images."""
-    from .api import coding_model, decompress as decompress_data, tiles_of
+    from .api import decompress as decompress_data, tiles_of
     if output and len(inputs) > 1:
         raise click.UsageError("-o/--output needs exactly one input")
     for path in inputs:
         data = read_input(path)
         out = output or ("-" if path == "-" else default_output(path, ".png"))
         refuse_to_clobber(path, out, force)
-        model = coding_model(model_name).to(resolve_device(device)) if model_name else None
         try:
             with tile_progress(tiles_of(data), path, quiet) as bar:
-                image = decompress_data(data, model, batch_size=batch_size, progress=bar.update)
+                image = decompress_data(data, model_name, batch_size=batch_size,
+                                        progress=bar.update, device=resolve_device(device))
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
         fmt = "PNG" if out == "-" else None

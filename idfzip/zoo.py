@@ -18,12 +18,16 @@ PRESETS: dict[str, FlowConfig] = {
     # Photos of any size: four levels so the unconditioned top latent is 1/32 of the dims.
     "photo": FlowConfig(channels=3, levels=4, steps_per_level=4, hidden=64, depth=2,
                         prior_hidden=64, prior_depth=2),
+    # Grey photos (mode L): the photo architecture on one channel.
+    "photo-grey": FlowConfig(channels=1, levels=4, steps_per_level=4, hidden=64, depth=2,
+                             prior_hidden=64, prior_depth=2),
     # The literature's CIFAR-10 benchmark (32x32 images).
     "cifar10": FlowConfig(channels=3, levels=3, steps_per_level=4, hidden=64, depth=2,
                           prior_hidden=64, prior_depth=2),
 }
 
 DEFAULT_MODEL = "photo"
+DEFAULT_MODELS = {3: "photo", 1: "photo-grey"}  # by channel count: colour and grey images
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,13 @@ class ShippedModel:
     sha256: str
 
 
-SHIPPED: dict[str, ShippedModel] = {}
+SHIPPED: dict[str, ShippedModel] = {
+    # Reproduce with scripts/train_default.py; recipes, hardware and wall time in the README.
+    "photo": ShippedModel(
+        "photo", "photo.pt", "93a76e3af93ffe6c7eb752933539ec013ebec8f0a6bc2eeea29c83991070c2cb"),
+    "cifar10": ShippedModel(
+        "cifar10", "cifar10.pt", "3db8893e6cd51938cf8dfe3647a86b83e502f9357f240e4c874dce2d6f153f9f"),
+}
 
 
 def preset(name: str) -> FlowConfig:

@@ -27,6 +27,12 @@ RECIPES = {
                  "--warmup-steps", "500", "--seed", "0", "--eval-every", "500"],
         "steps": 200000,
     },
+    "photo-grey": {
+        "data": [SHARED / "photos_train" / "crops.npz", SHARED / "photos_train" / "wikipedia_half"],
+        "args": ["--preset", "photo-grey", "--batch-size", "16", "--crop", "64", "--lr", "3e-3",
+                 "--warmup-steps", "500", "--seed", "0", "--eval-every", "500"],
+        "steps": 200000,
+    },
     "cifar10": {
         "data": [SHARED / "cifar10"],
         "args": ["--preset", "cifar10", "--batch-size", "32", "--crop", "32", "--lr", "3e-3",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -27,6 +28,27 @@ def randomize(model: torch.nn.Module, seed: int = 0, std: float = 0.5) -> torch.
 def tiny_model(seed: int = 0, std: float = 0.5, **overrides) -> IntegerDiscreteFlow:
     cfg = FlowConfig(**{**TINY.to_dict(), **overrides})
     return randomize(IntegerDiscreteFlow(cfg), seed, std)
+
+
+def mid_grey(rng: np.random.Generator, height: int, width: int, channels: int = 3) -> np.ndarray:
+    """Mid-grey with small i.i.d. noise: PNG cannot exploit it, a :func:`sharp_model` can, so
+    the flow wins over the fallbacks on these images."""
+    return (128 + rng.integers(-5, 6, (height, width, channels))).astype(np.uint8)
+
+
+def sharp_model(seed: int = 0, log_scale: float = 0.5, **overrides) -> IntegerDiscreteFlow:
+    """A tiny random model whose priors are narrow and centred (scale ~ e^log_scale): on images
+    near mid-grey it codes far below PNG, so tests can rely on the flow being chosen."""
+    model = tiny_model(seed, std=0.05, **overrides)
+    with torch.no_grad():
+        for prior in model.priors:
+            last = prior.net.layers[-1]
+            last.weight.zero_()
+            last.bias[: prior.channels] = 0.0
+            last.bias[prior.channels:] = log_scale
+        model.top_prior.means.zero_()
+        model.top_prior.log_scales.fill_(log_scale)
+    return model
 
 
 @pytest.fixture

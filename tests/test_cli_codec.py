@@ -19,7 +19,7 @@ from idfzip.cli import main, run
 from idfzip.intnet import to_integer
 from idfzip.weights import save_model
 
-from .conftest import tiny_model
+from .conftest import mid_grey, sharp_model
 
 
 @pytest.fixture(autouse=True)
@@ -31,13 +31,11 @@ def one_thread():
 
 
 def smooth(seed, height=24, width=24):
-    rng = np.random.default_rng(seed)
-    ramp = (np.arange(height)[:, None] // 4 + np.arange(width)[None, :] // 6)[..., None]
-    return (124 + ramp % 8 + rng.integers(-2, 3, (height, width, 3))).astype(np.uint8)
+    return mid_grey(np.random.default_rng(seed), height, width)
 
 
 def save_int_model(path, seed=0):
-    save_model(to_integer(tiny_model(seed=seed, std=0.1)), path)
+    save_model(to_integer(sharp_model(seed=seed)), path)
     return str(path)
 
 
@@ -217,7 +215,7 @@ def test_decompressing_without_the_model_names_the_model_it_needs(tmp_path, phot
 def test_a_failed_save_leaves_no_partial_output(tmp_path, model_file):
     rgba = Image.fromarray(smooth(0, 8, 8)).convert("RGBA")
     src = tmp_path / "alpha.idf"
-    src.write_bytes(compress(rgba, CodingModel(to_integer(tiny_model(std=0.1)), "tiny")))
+    src.write_bytes(compress(rgba, CodingModel(sharp_model(), "tiny")))
     for name in ("out.jpg", "out.unknownext"):
         result = invoke("decompress", src, "-o", tmp_path / name, "--model", model_file)
         assert result.exit_code == 1, result.output
@@ -254,7 +252,7 @@ def error_case(tmp_path, photo, model_file, other_model_file):
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"this is not an image")
     good = tmp_path / "good.idf"
-    good.write_bytes(compress(Image.open(photo), CodingModel(to_integer(tiny_model(std=0.1)),
+    good.write_bytes(compress(Image.open(photo), CodingModel(sharp_model(),
                                                              "tiny"), tile=16))
     truncated = tmp_path / "truncated.idf"
     truncated.write_bytes(good.read_bytes()[:-5])
@@ -339,7 +337,7 @@ def test_entry_point_errors_are_single_lines(args, code, message, error_case, tm
 # -- the Pillow plugin ----------------------------------------------------------------------
 
 def test_pillow_opens_flow_files_with_the_model_resolved(tmp_path, monkeypatch):
-    coder = CodingModel(to_integer(tiny_model(std=0.1)), "tiny")
+    coder = CodingModel(sharp_model(), "tiny")
     image = Image.fromarray(smooth(3, 20, 27))
     image.info["icc_profile"] = b"fake-icc"
     path = tmp_path / "p.idf"
@@ -348,7 +346,8 @@ def test_pillow_opens_flow_files_with_the_model_resolved(tmp_path, monkeypatch):
     with Image.open(path) as im:  # the header alone: no model needed yet
         assert (im.format, im.size, im.mode) == ("IDF", (27, 20), "RGB")
     resolved = []
-    monkeypatch.setattr(idfzip.api, "_resolve", lambda m: resolved.append(m) or coder)
+    monkeypatch.setattr(idfzip.api, "_resolve",
+                        lambda m, device="cpu": resolved.append(m) or coder)
     with Image.open(path) as im:
         np.testing.assert_array_equal(np.asarray(im), smooth(3, 20, 27))
         assert im.info["icc_profile"] == b"fake-icc"
@@ -356,7 +355,7 @@ def test_pillow_opens_flow_files_with_the_model_resolved(tmp_path, monkeypatch):
 
 
 def test_pillow_loading_a_flow_file_without_its_model_fails_clearly(tmp_path):
-    coder = CodingModel(to_integer(tiny_model(std=0.1)), "tiny")
+    coder = CodingModel(sharp_model(), "tiny")
     path = tmp_path / "p.idf"
     path.write_bytes(compress(Image.fromarray(smooth(3)), coder, tile=16))
     with Image.open(path) as im:
@@ -374,7 +373,7 @@ def test_pillow_opens_fallback_files_without_a_model(tmp_path, mode):
         image = base.convert(mode)
     assert image.mode == mode
     path = tmp_path / "f.idf"
-    path.write_bytes(compress(image, CodingModel(to_integer(tiny_model(std=0.1)), "tiny")))
+    path.write_bytes(compress(image, CodingModel(sharp_model(), "tiny")))
     with Image.open(path) as im:
         assert (im.format, im.mode, im.size) == ("IDF", mode, (9, 7))
         assert im.tobytes() == image.tobytes()
@@ -385,7 +384,7 @@ def test_pillow_opens_fallback_files_without_a_model(tmp_path, mode):
 
 def test_pillow_refuses_a_damaged_idf(tmp_path):
     path = tmp_path / "bad.idf"
-    data = compress(Image.fromarray(smooth(0, 5, 5)), CodingModel(to_integer(tiny_model(std=0.1)),
+    data = compress(Image.fromarray(smooth(0, 5, 5)), CodingModel(sharp_model(),
                                                                   "tiny"))
     path.write_bytes(data[:-3])
     with pytest.raises((ValueError, OSError)):

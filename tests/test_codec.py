@@ -15,11 +15,11 @@ from idfzip.container import MODES
 from idfzip.entropy import CodingError
 from idfzip.weights import ModelError
 
-from .conftest import tiny_model
+from .conftest import mid_grey, sharp_model, tiny_model
 
-RGB_MODEL = CodingModel(tiny_model(std=0.1), "tiny")
-OTHER_MODEL = CodingModel(tiny_model(seed=1, std=0.1), "other")
-GREY_MODEL = CodingModel(tiny_model(std=0.1, channels=1), "grey")
+RGB_MODEL = CodingModel(sharp_model(), "tiny")
+OTHER_MODEL = CodingModel(sharp_model(seed=1), "other")
+GREY_MODEL = CodingModel(sharp_model(channels=1), "grey")
 FLOW = ("RGB", "RGBA", "L", "LA")
 HEADER_SLACK = 40  # the most any image may grow over its raw pixel bytes
 
@@ -41,9 +41,8 @@ def noise(rng, shape):
 
 
 def smooth(rng, height, width, channels=3):
-    """Mid-grey with a gentle ramp and a little noise: the tiny model codes it below raw."""
-    ramp = (np.arange(height)[:, None] // 4 + np.arange(width)[None, :] // 6)[..., None]
-    return (124 + ramp % 8 + rng.integers(-2, 3, (height, width, channels))).astype(np.uint8)
+    """An image the test models code with the flow (see conftest.mid_grey)."""
+    return mid_grey(rng, height, width, channels)
 
 
 def same_image(a: Image.Image, b: Image.Image) -> None:
@@ -106,7 +105,7 @@ def test_thread_count_and_batch_size_change_neither_pixels_nor_bytes(encode_thre
                                                                      decode_threads):
     rng = np.random.default_rng(3)
     methods = []
-    for pixels in (smooth(rng, 21, 30), noise(rng, (9, 10, 3))):
+    for pixels in (smooth(rng, 42, 60), noise(rng, (9, 10, 3))):
         image = Image.fromarray(pixels)
         torch.set_num_threads(encode_threads)
         data = compress(image, RGB_MODEL, tile=16, batch_size=1)
@@ -114,7 +113,7 @@ def test_thread_count_and_batch_size_change_neither_pixels_nor_bytes(encode_thre
         same_image(decompress(data, RGB_MODEL, batch_size=3), image)
         assert compress(image, RGB_MODEL, tile=16, batch_size=3) == data
         methods.append((describe(data)["method"], describe(data).get("tiles")))
-    assert methods == [("flow", 4), ("raw", None)]
+    assert methods == [("flow", 12), ("raw", None)]
 
 
 def test_decoding_is_independent_of_other_tiles_in_the_batch():
@@ -310,9 +309,8 @@ def test_decoding_with_another_model_is_refused():
 
 def test_model_can_be_given_as_an_unexported_float_model():
     image = Image.fromarray(smooth(np.random.default_rng(0), 24, 24))
-    float_model = tiny_model(std=0.1)
-    data = compress(image, float_model, tile=16)
-    same_image(decompress(data, tiny_model(std=0.1)), image)
+    data = compress(image, sharp_model(), tile=16)
+    same_image(decompress(data, sharp_model()), image)
     assert describe(data)["model_sha256"] == RGB_MODEL.sha256.hex()
 
 
@@ -349,9 +347,10 @@ def test_tile_size_is_validated(tile):
 
 def test_progress_counts_every_tile_once():
     rng = np.random.default_rng(0)
-    image = Image.fromarray(smooth(rng, 20, 17))
+    image = Image.fromarray(smooth(rng, 40, 34))
     seen = []
-    data = compress(image, RGB_MODEL, tile=8, batch_size=2, progress=seen.append)
+    data = compress(image, RGB_MODEL, tile=16, batch_size=2, progress=seen.append)
+    assert describe(data)["method"] == "flow"
     assert sum(seen) == 9
     seen.clear()
     decompress(data, RGB_MODEL, batch_size=4, progress=seen.append)

@@ -18,9 +18,9 @@ from idfzip.container import (FLAG_ALPHA, FLAG_ICC, FORMAT_VERSION, MAGIC, MAX_P
 from idfzip.entropy import CodingError
 from idfzip.weights import ModelError
 
-from .conftest import tiny_model
+from .conftest import mid_grey, sharp_model
 
-MODEL = CodingModel(tiny_model(std=0.1), "tiny")
+MODEL = CodingModel(sharp_model(), "tiny")
 EXPECTED = (CodingError, ModelError)
 ICC = b"fake-icc-profile" * 3
 
@@ -33,19 +33,14 @@ def one_thread():
     torch.set_num_threads(saved)
 
 
-def smooth(rng, height, width, channels=3):
-    ramp = (np.arange(height)[:, None] // 4 + np.arange(width)[None, :] // 6)[..., None]
-    return (124 + ramp % 8 + rng.integers(-2, 3, (height, width, channels))).astype(np.uint8)
-
-
 def build(kind: str):
     """(image, .idf bytes) of each storage method, with the optional sections present."""
     rng = np.random.default_rng(0)
     if kind == "flow":
-        image = Image.fromarray(smooth(rng, 24, 24))
+        image = Image.fromarray(mid_grey(rng, 24, 24))
         image.info["icc_profile"] = ICC
     elif kind == "flow-alpha":
-        image = Image.fromarray(smooth(rng, 20, 20))
+        image = Image.fromarray(mid_grey(rng, 20, 20))
         mask = np.full((20, 20), 255, np.uint8)
         mask[5:9] = 0
         image.putalpha(Image.fromarray(mask))
