@@ -51,6 +51,16 @@ def sharp_model(seed: int = 0, log_scale: float = 0.5, **overrides) -> IntegerDi
     return model
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Every test starts with one torch thread (tests that vary it restore it): the suite
+    shares two cores, and results must not depend on the count anyway."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 @pytest.fixture
 def model() -> IntegerDiscreteFlow:
     return tiny_model()

@@ -22,13 +22,6 @@ from idfzip.weights import save_model
 from .conftest import mid_grey, sharp_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
 
 def smooth(seed, height=24, width=24):
     return mid_grey(np.random.default_rng(seed), height, width)

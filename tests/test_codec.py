@@ -27,14 +27,6 @@ FAST = settings(max_examples=20, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread (tests that vary it restore it); the suite shares the CPU."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
 
 def noise(rng, shape):
     return rng.integers(0, 256, shape, dtype=np.uint8)

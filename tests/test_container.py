@@ -25,13 +25,6 @@ EXPECTED = (CodingError, ModelError)
 ICC = b"fake-icc-profile" * 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
 
 def build(kind: str):
     """(image, .idf bytes) of each storage method, with the optional sections present."""
