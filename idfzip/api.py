@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from .codec import FlowCodec, Progress, decode_image, encode_image, tile_grid
-from .container import (FORMAT_VERSION, MAX_PIXELS, MAX_SIDE, MAX_TILE, METHOD_FLOW, METHOD_NAMES,
+from .container import (FORMAT_VERSION, MAX_PIXELS, MAX_SIDE, MAX_TILE, MODEL_ID_BYTES, METHOD_FLOW, METHOD_NAMES,
                         METHOD_PNG, METHOD_RAW, MODES, Container, parse)
 from .entropy import CodingError
 from .intnet import to_integer
@@ -139,7 +139,7 @@ def compress(image, model=None, tile: int = DEFAULT_TILE, batch_size: int = DEFA
     streams = encode_image(coder.codec, np.ascontiguousarray(pixels), tile, batch_size, progress)
     alpha = _png(image.getchannel("A")) if image.mode in ("RGBA", "LA") else None
     flow = Container(image.mode, METHOD_FLOW, image.width, image.height, crc, icc, coder.name,
-                     coder.sha256, tile, streams, alpha).to_bytes()
+                     coder.sha256[:MODEL_ID_BYTES], tile, streams, alpha).to_bytes()
     stored_bytes = stored.to_bytes()
     return flow if len(flow) <= len(stored_bytes) else stored_bytes
 
@@ -191,10 +191,10 @@ def _decode_flow(c: Container, model, batch_size: int, progress, device) -> Imag
     except ModelError as err:
         raise ModelError(f"this file needs model {c.model_name!r}, which cannot be loaded "
                          f"({err}); pass --model") from None
-    if coder.sha256 != c.model_sha256:
+    if coder.sha256[:MODEL_ID_BYTES] != c.model_id:
         raise ModelError(f"this file was made with model {c.model_name!r} "
-                         f"(weights {c.model_sha256.hex()[:12]}), not with "
-                         f"{coder.name!r} (weights {coder.sha256.hex()[:12]})")
+                         f"(weights {c.model_id.hex()}), not with "
+                         f"{coder.name!r} (weights {coder.sha256[:MODEL_ID_BYTES].hex()})")
     channels = FLOW_MODES.get(c.mode)
     if channels != coder.channels:
         raise CodingError("corrupted .idf header (mode does not match the model)")
@@ -229,7 +229,7 @@ def describe(data: bytes) -> dict:
             "icc_profile_bytes": len(c.icc or b""), "file_bytes": len(data),
             "bpd": 8 * len(data) / (c.width * c.height * len(Image.new(c.mode, (1, 1)).getbands()))}
     if c.method == METHOD_FLOW:
-        info.update(model=c.model_name, model_sha256=c.model_sha256.hex(), tile=c.tile,
+        info.update(model=c.model_name, model_id=c.model_id.hex(), tile=c.tile,
                     tiles=len(c.streams), alpha_bytes=len(c.alpha_png or b""))
     return info
 

@@ -7,13 +7,13 @@ Layout (all integers little-endian)::
     mode     1  index into MODES (the Pillow mode given back on decoding)
     method   1  METHOD_FLOW, METHOD_PNG or METHOD_RAW
     flags    1  FLAG_ICC | FLAG_ALPHA
-    width    4
-    height   4
-    crc32    4  CRC-32 of the decoded image's pixel bytes (and palette, for mode P)
+    width    2
+    height   2
+    crc32    4  CRC-32 of the decoded image's pixel bytes, palette (mode P) and ICC profile
     [icc]       u32 length + ICC profile bytes                       if FLAG_ICC
     METHOD_FLOW:
       name      u8 length + UTF-8 model name
-      sha256    32  hash of the integer model's weights
+      model id  8   first 8 bytes of the sha256 of the integer model's weights
       tile      2   tile side; tiles run row by row over the image
       lengths   4 per tile: byte length of each tile's rANS stream
       streams   the tile streams, in tile order (32-bit words, little-endian)
@@ -38,7 +38,8 @@ FLAG_ICC, FLAG_ALPHA = 1, 2
 MAX_SIDE = 65535
 MAX_PIXELS = 1 << 28  # 268 megapixels: refuse headers that would need more memory
 MAX_TILE = 2048  # bounds the memory one tile's networks need, for hostile headers too
-_FIXED = struct.Struct("<4sBBBBIII")
+MODEL_ID_BYTES = 8  # 64 bits of the weight hash tell models apart; the file stays small
+_FIXED = struct.Struct("<4sBBBBHHI")
 
 
 @dataclass
@@ -50,7 +51,7 @@ class Container:
     crc32: int
     icc: bytes | None = None
     model_name: str = ""
-    model_sha256: bytes = b""
+    model_id: bytes = b""  # MODEL_ID_BYTES of the model's weight sha256
     tile: int = 0
     streams: list[bytes] = field(default_factory=list)
     alpha_png: bytes | None = None
@@ -64,7 +65,8 @@ class Container:
             out.append(_section(self.icc))
         if self.method == METHOD_FLOW:
             name = self.model_name.encode()[:255]
-            out += [bytes([len(name)]), name, self.model_sha256, struct.pack("<H", self.tile),
+            out += [bytes([len(name)]), name, self.model_id[:MODEL_ID_BYTES],
+                    struct.pack("<H", self.tile),
                     struct.pack(f"<{len(self.streams)}I", *map(len, self.streams)), *self.streams]
             if self.alpha_png is not None:
                 out.append(_section(self.alpha_png))
@@ -104,7 +106,7 @@ def parse(data: bytes) -> Container:
     if len(data) < _FIXED.size or data[:4] != MAGIC:
         raise CodingError("not an .idf file (bad magic bytes)")
     r = _Reader(data)
-    _, version, mode, method, flags, width, height, crc = r.unpack("4sBBBBIII")
+    _, version, mode, method, flags, width, height, crc = r.unpack("4sBBBBHHI")
     if version != FORMAT_VERSION:
         raise CodingError(f"unsupported .idf format version {version} (this idfzip reads "
                           f"version {FORMAT_VERSION})")
@@ -121,7 +123,7 @@ def parse(data: bytes) -> Container:
             c.model_name = r.take(n).decode()
         except UnicodeDecodeError:
             raise CodingError("corrupted .idf header (model name)") from None
-        c.model_sha256 = r.take(32)
+        c.model_id = r.take(MODEL_ID_BYTES)
         (c.tile,) = r.unpack("H")
         if not 1 <= c.tile <= MAX_TILE:
             raise CodingError(f"corrupted .idf header (tile size {c.tile})")
