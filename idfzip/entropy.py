@@ -95,7 +95,8 @@ def logistic_table(key: int):
 def quantize_logistic(mean: np.ndarray, log_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(integer centre, table key) of each element's prior; validates and clamps parameters."""
     mean = np.nan_to_num(np.asarray(mean, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    log_scale = np.nan_to_num(np.asarray(log_scale, np.float64), nan=LOG_SCALE_MAX)
+    log_scale = np.clip(np.nan_to_num(np.asarray(log_scale, np.float64), nan=LOG_SCALE_MAX),
+                        LOG_SCALE_MIN, LOG_SCALE_MAX)
     mean = np.clip(mean, -RAW_LIMIT / 2, RAW_LIMIT / 2)
     centre = np.floor(mean + 0.5)
     fraction = np.clip(np.floor((mean - centre + 0.5) * FRACTIONS), 0, FRACTIONS - 1)
