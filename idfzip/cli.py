@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import functools
 import io
-import os
 import sys
-import tempfile
 from dataclasses import fields
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import numpy as np
 import torch
 
 from .data import DataError
+from .files import default_output, format_for, read_input, refuse_to_clobber, write_output
 from .imageio import ImageReadError, image_grid, read_image, to_pil
 from .weights import ModelError
 from .zoo import DEFAULT_MODEL, PRESETS
@@ -214,62 +213,6 @@ def with_options(options):
     return decorate
 
 
-def read_input(path: str) -> bytes:
-    if path == "-":
-        return sys.stdin.buffer.read()
-    p = Path(path)
-    if p.is_dir():
-        raise ImageReadError(f"{path}: is a directory")
-    if not p.exists():
-        raise ImageReadError(f"{path}: no such file")
-    return p.read_bytes()
-
-
-def write_output(path: str, data_writer, force: bool) -> None:
-    """Write through a temporary file in the target folder and rename it into place, so an
-    interrupted or failed run never leaves a partial file; refuse to overwrite without -f."""
-    if path == "-":
-        buf = io.BytesIO()
-        data_writer(buf)
-        sys.stdout.buffer.write(buf.getvalue())
-        sys.stdout.buffer.flush()
-        return
-    target = Path(path)
-    if target.exists() and not force:
-        raise OSError(f"{path}: already exists (use -f to overwrite)")
-    if target.is_dir():
-        raise OSError(f"{path}: is a directory")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part",
-                                   dir=target.parent if str(target.parent) else ".")
-    except OSError as err:
-        raise OSError(f"{path}: cannot write ({err.strerror})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            data_writer(f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def default_output(path: str, suffix: str) -> str:
-    """photo.png -> photo.idf and photo.idf -> photo.png, beside the input."""
-    p = Path(path)
-    out = p.with_suffix(suffix)
-    return str(out if out != p else p.with_name(p.name + suffix))
-
-
-def refuse_to_clobber(source: str, out: str, force: bool) -> None:
-    if out == "-":
-        return
-    if Path(out).exists() and source != "-" and Path(out).resolve() == Path(source).resolve():
-        raise OSError(f"{out}: output would overwrite the input")
-    if Path(out).exists() and not force:
-        raise OSError(f"{out}: already exists (use -f to overwrite)")
-
-
 def tile_progress(total: int, label: str, quiet: bool):
     """A tqdm bar over tiles, shown only on a terminal and for more than one tile."""
     from tqdm import tqdm
@@ -353,22 +296,13 @@ def decompress(inputs, output, force, model_name, device, batch_size, quiet, ver
         def save(f, image=image, out=out, fmt=fmt):
             params = {"icc_profile": image.info["icc_profile"]} if "icc_profile" in image.info else {}
             try:
-                image.save(f, format=fmt or _format_for(out), **params)
+                image.save(f, format=fmt or format_for(out), **params)
             except (KeyError, ValueError, OSError) as err:
                 raise OSError(f"{out}: cannot save a {image.mode} image in this format "
                               f"({err})") from None
         write_output(out, save, force)
         if verbose and not quiet:
             click.echo(f"{path} -> {out}: {image.width}x{image.height} {image.mode}", err=True)
-
-
-def _format_for(path: str) -> str:
-    from PIL import Image
-    ext = Path(path).suffix.lower()
-    Image.init()
-    if ext not in Image.EXTENSION:
-        raise OSError(f"{path}: unknown image format {ext!r} (use .png, .webp, .tiff, ...)")
-    return Image.EXTENSION[ext]
 
 
 @main.command()

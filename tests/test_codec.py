@@ -15,7 +15,7 @@ from idfzip.container import MODES
 from idfzip.entropy import CodingError
 from idfzip.weights import ModelError
 
-from .conftest import mid_grey, sharp_model, tiny_model
+from .conftest import mid_grey, sharp_model
 
 RGB_MODEL = CodingModel(sharp_model(), "tiny")
 OTHER_MODEL = CodingModel(sharp_model(seed=1), "other")

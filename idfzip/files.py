@@ -1,0 +1,78 @@
+"""Files as a careful command-line tool treats them: '-' for stdin/stdout, outputs named
+beside their input, never clobbered without --force, written atomically."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+
+from .imageio import ImageReadError
+
+
+def read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    p = Path(path)
+    if p.is_dir():
+        raise ImageReadError(f"{path}: is a directory")
+    if not p.exists():
+        raise ImageReadError(f"{path}: no such file")
+    return p.read_bytes()
+
+
+def write_output(path: str, data_writer, force: bool) -> None:
+    """Write through a temporary file in the target folder and rename it into place, so an
+    interrupted or failed run never leaves a partial file; refuse to overwrite without -f."""
+    if path == "-":
+        buf = io.BytesIO()
+        data_writer(buf)
+        sys.stdout.buffer.write(buf.getvalue())
+        sys.stdout.buffer.flush()
+        return
+    target = Path(path)
+    if target.exists() and not force:
+        raise OSError(f"{path}: already exists (use -f to overwrite)")
+    if target.is_dir():
+        raise OSError(f"{path}: is a directory")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part",
+                                   dir=target.parent if str(target.parent) else ".")
+    except OSError as err:
+        raise OSError(f"{path}: cannot write ({err.strerror})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            data_writer(f)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def default_output(path: str, suffix: str) -> str:
+    """photo.png -> photo.idf and photo.idf -> photo.png, beside the input."""
+    p = Path(path)
+    out = p.with_suffix(suffix)
+    return str(out if out != p else p.with_name(p.name + suffix))
+
+
+def refuse_to_clobber(source: str, out: str, force: bool) -> None:
+    if out == "-":
+        return
+    if Path(out).exists() and source != "-" and Path(out).resolve() == Path(source).resolve():
+        raise OSError(f"{out}: output would overwrite the input")
+    if Path(out).exists() and not force:
+        raise OSError(f"{out}: already exists (use -f to overwrite)")
+
+
+def format_for(path: str) -> str:
+    ext = Path(path).suffix.lower()
+    Image.init()
+    if ext not in Image.EXTENSION:
+        raise OSError(f"{path}: unknown image format {ext!r} (use .png, .webp, .tiff, ...)")
+    return Image.EXTENSION[ext]
