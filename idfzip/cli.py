@@ -174,6 +174,9 @@ def sample(count, height, width, temperature, seed, output, model_name, device):
 @click.option("--checkpoint-every", type=click.IntRange(1), default=None)
 @click.option("--init", "init_model", default=None,
               help="Start from the weights of this model (name or path) instead of scratch.")
+@click.option("--fake-quant", is_flag=True, default=None,
+              help="Quantisation-aware training on the integer export's grids (for fine-tuning "
+                   "with --init; the export costs <0.001 bpd even without it).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt if it exists.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None,

@@ -1,7 +1,8 @@
 """Integer export of the flow's networks, for bit-exact coding on any machine.
 
 A float :class:`~idfzip.nets.ConvNet` becomes an :class:`IntegerConvNet` whose weights,
-biases and activations are integers with power-of-two scales:
+biases and activations are integers with power-of-two scales (the grids of
+:mod:`idfzip.quantization`):
 
 * weights ``W = round(w * 2^e)`` with a per-layer exponent ``e`` chosen so ``|W| < 2^15``;
 * activations ``A = clamp(round(a * 2^12), 0, 6 * 2^12)`` (the bounded ReLU on a 2^-12 grid);
@@ -19,30 +20,13 @@ follow are exact too.
 from __future__ import annotations
 
 import contextlib
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .nets import ACTIVATION_MAX, INPUT_LIMIT, INPUT_SCALE, ConvNet
-
-WEIGHT_BITS = 15
-ACTIVATION_BITS = 12
-INPUT_BITS = -int(math.log2(INPUT_SCALE))  # input unit is 2^-INPUT_BITS
-assert 2.0**-INPUT_BITS == INPUT_SCALE
-
-
-def weight_exponent(weight: torch.Tensor) -> int:
-    """Largest ``e`` with ``max|weight| * 2^e < 2^WEIGHT_BITS``."""
-    peak = float(weight.abs().max())
-    if peak == 0.0:
-        return 0
-    return WEIGHT_BITS - math.frexp(peak)[1]
-
-
-def _round_half_up(x: torch.Tensor) -> torch.Tensor:
-    return torch.floor(x + 0.5)
+from .nets import ACTIVATION_MAX, INPUT_LIMIT, ConvNet
+from .quantization import ACTIVATION_BITS, INPUT_BITS, round_half_up, weight_exponent
 
 
 class IntegerConv(nn.Module):
@@ -54,8 +38,8 @@ class IntegerConv(nn.Module):
         w = conv.weight.detach().double()
         b = conv.bias.detach().double()
         self.padding = conv.padding
-        self.register_buffer("weight", _round_half_up(w * 2.0**e))
-        self.register_buffer("bias", _round_half_up(b * 2.0 ** (e + input_bits)))
+        self.register_buffer("weight", round_half_up(w * 2.0**e))
+        self.register_buffer("bias", round_half_up(b * 2.0 ** (e + input_bits)))
         self.register_buffer("exponent", torch.tensor(e + input_bits, dtype=torch.int64))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -81,7 +65,7 @@ class IntegerConvNet(nn.Module):
         top = ACTIVATION_MAX * 2.0**ACTIVATION_BITS
         for conv in self.convs[:-1]:
             shift = int(conv.exponent) - ACTIVATION_BITS
-            h = _round_half_up(conv(h) * 2.0**-shift).clamp_(0.0, top)
+            h = round_half_up(conv(h) * 2.0**-shift).clamp_(0.0, top)
         last = self.convs[-1]
         return last(h) * 2.0 ** -int(last.exponent)
 

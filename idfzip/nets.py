@@ -12,9 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .quantization import ACTIVATION_BITS, INPUT_BITS, fake_quantize, weight_exponent
+
 # Integer-valued inputs (pixels, latents) are brought to roughly unit range by this fixed
 # factor; a power of two so that an integer network can apply it as a shift.
-INPUT_SCALE = 1.0 / 128.0
+INPUT_SCALE = 2.0**-INPUT_BITS
 # Inputs are clipped to +-INPUT_LIMIT, which bounds every partial sum of the integer export.
 INPUT_LIMIT = 2.0**20
 # Network outputs that live in latent units (translations, prior means) are this factor
@@ -35,7 +37,9 @@ class ConvNet(nn.Module):
     """3x3 conv -> [bounded ReLU -> conv] * depth, mapping integer latents to real outputs.
 
     The last convolution starts at zero, so a coupling built on this network starts as the
-    identity and a prior starts at its bias.
+    identity and a prior starts at its bias. With ``fake_quant`` set (quantisation-aware
+    training), weights, biases and activations are rounded to the grids of the integer export
+    in the forward pass, so the float network computes what its export will.
     """
 
     def __init__(self, in_channels: int, out_channels: int, hidden: int, depth: int):
@@ -48,6 +52,19 @@ class ConvNet(nn.Module):
         self.layers = nn.Sequential(*layers)
         nn.init.zeros_(self.layers[-1].weight)
         nn.init.zeros_(self.layers[-1].bias)
+        self.fake_quant = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x.clamp(-INPUT_LIMIT, INPUT_LIMIT) * INPUT_SCALE)
+        h = x.clamp(-INPUT_LIMIT, INPUT_LIMIT) * INPUT_SCALE
+        if not self.fake_quant:
+            return self.layers(h)
+        bits = INPUT_BITS
+        for layer in self.layers:
+            if isinstance(layer, nn.Conv2d):
+                e = weight_exponent(layer.weight)
+                h = F.conv2d(h, fake_quantize(layer.weight, e),
+                             fake_quantize(layer.bias, e + bits), padding=layer.padding)
+            else:
+                h = fake_quantize(layer(h), ACTIVATION_BITS)
+                bits = ACTIVATION_BITS
+        return h

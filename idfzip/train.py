@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from .data import CropSampler, DataError, center_crops, load_images, split_holdout
 from .model import FlowConfig, IntegerDiscreteFlow
+from .nets import ConvNet
 from .weights import atomic_save, save_model
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -39,6 +40,7 @@ class TrainConfig:
     eval_crop: int = 128
     eval_max_images: int = 500
     checkpoint_every: int = 200
+    fake_quant: bool = False  # quantisation-aware: train on the integer export's grids
 
     def lr_at(self, step: int) -> float:
         warm = min(1.0, (step + 1) / max(1, self.warmup_steps))
@@ -97,6 +99,9 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
         log(f"resumed from {ckpt_path} at step {step}")
     elif init_weights is not None:
         model.load_state_dict(init_weights)
+    for module in model.modules():
+        if isinstance(module, ConvNet):
+            module.fake_quant = config.fake_quant
 
     def checkpoint():
         atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from idfzip.entropy import quantize_logistic
-from idfzip.intnet import WEIGHT_BITS, IntegerConvNet, to_integer
+from idfzip.intnet import IntegerConvNet, to_integer
+from idfzip.quantization import WEIGHT_BITS
 from idfzip.nets import ConvNet
 from idfzip.weights import weights_sha256
 
@@ -79,3 +80,16 @@ def test_integer_model_is_faithful_and_its_export_deterministic():
     assert torch.allclose(exported.bpd(x), model.bpd(x).double(), rtol=1e-3)
     lat = exported.infer_latent(x)
     assert torch.equal(exported.generate(lat), x.long())
+
+
+def test_fake_quantised_float_network_computes_what_its_export_computes():
+    net = randomize(ConvNet(5, 3, hidden=16, depth=3), seed=6, std=0.3)
+    x = latents((2, 5, 12, 10), seed=7)
+    exact = IntegerConvNet(net)(x)
+    net.double()  # in float64 the fake-quantised arithmetic is exact as well
+    plain = net(x)
+    net.fake_quant = True
+    fake = net(x)
+    assert torch.equal(fake, exact) and not torch.equal(plain, exact)
+    fake.sum().backward()  # straight-through: gradients reach every weight
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())

@@ -37,12 +37,16 @@ def test_training_lowers_the_loss_and_exports_a_loadable_model(image_folder, tmp
     state = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=True)
     history = state["history"]
     assert state["step"] == 12 and len(history) == 2
-    sampler = CropSampler([np.asarray(x) for x in _images(image_folder)], 16, seed=1)
-    batch = [b for b in sampler.batch(0, 8)]
-    untrained = evaluate(type(model)(TINY), batch)
-    assert evaluate(model, batch) < untrained - 0.5
+    batch = assert_learned(model, image_folder)
     loaded = load_model_file(tmp_path / "run" / MODEL_NAME)
     assert evaluate(loaded, batch) == pytest.approx(evaluate(model, batch))
+
+
+def assert_learned(model, folder):
+    """The model codes fresh crops of the training images far better than an untrained one."""
+    batch = list(CropSampler(_images(folder), 16, seed=1).batch(0, 8))
+    assert evaluate(model, batch) < evaluate(type(model)(TINY), batch) - 0.5
+    return batch
 
 
 def test_resume_continues_exactly(image_folder, tmp_path):
@@ -83,3 +87,12 @@ def test_lr_schedule_warms_up_then_decays():
 def _images(folder):
     from idfzip.data import load_images
     return load_images(folder)
+
+
+def test_quantisation_aware_training_runs_on_the_export_grids(image_folder, tmp_path):
+    from idfzip.nets import ConvNet
+    config = TrainConfig(**{**CONFIG.__dict__, "fake_quant": True})
+    model = run(image_folder, tmp_path / "qat", config)
+    nets = [m for m in model.modules() if isinstance(m, ConvNet)]
+    assert nets and all(net.fake_quant for net in nets)
+    assert_learned(model, image_folder)
