@@ -1,9 +1,9 @@
 """``compress(image) -> bytes`` and ``decompress(data) -> PIL.Image``.
 
-RGB goes through the flow model (RGBA: RGB through the flow, alpha as PNG; L and LA through a
-grey flow model when one is given, else PNG); every other mode, and any image the flow would
-not shrink below its raw size, is stored as PNG or raw bytes, whichever is smaller. So no image
-grows by more than the header, and every mode comes back exactly as it went in.
+RGB and L images go through a flow model (RGBA and LA: the colour or grey part through the
+flow, alpha as PNG); every mode can also be stored as PNG or as raw bytes, and the smallest of
+these is written. So no image grows by more than the header, and every mode comes back exactly
+as it went in.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import numpy as np
 from PIL import Image
 
 from .codec import FlowCodec, Progress, decode_image, encode_image, tile_grid
-from .container import (FORMAT_VERSION, MAX_PIXELS, MAX_SIDE, MAX_TILE, MODEL_ID_BYTES, METHOD_FLOW, METHOD_NAMES,
-                        METHOD_PNG, METHOD_RAW, MODES, Container, parse)
+from .container import (FORMAT_VERSION, MAX_PIXELS, MAX_SIDE, MAX_TILE, METHOD_FLOW,
+                        METHOD_NAMES, METHOD_PNG, METHOD_RAW, MODEL_ID_BYTES, MODES, Container,
+                        parse)
 from .entropy import CodingError
 from .intnet import to_integer
 from .model import IntegerDiscreteFlow
