@@ -17,9 +17,10 @@ import torch.nn.functional as F
 
 # Bounds on the logistic scale, shared by the model and the entropy coder's tables. Below
 # LOG_SCALE_MIN one bin already holds >98% of the mass; above LOG_SCALE_MAX the latent is
-# effectively uniform over the 8-bit range.
-LOG_SCALE_MIN = math.log(0.1)
-LOG_SCALE_MAX = math.log(256.0)
+# effectively uniform over the 8-bit range. Written as literals (log 0.1 and log 256), not
+# computed, so that no platform's log() can move the coder's quantisation boundaries.
+LOG_SCALE_MIN = -2.3025850929940455
+LOG_SCALE_MAX = 5.545177444479562
 
 
 def clamp_log_scale(log_scale: torch.Tensor) -> torch.Tensor:
