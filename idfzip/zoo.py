@@ -40,7 +40,10 @@ class ShippedModel:
 SHIPPED: dict[str, ShippedModel] = {
     # Reproduce with scripts/train_default.py; recipes, hardware and wall time in the README.
     "photo": ShippedModel(
-        "photo", "photo.pt", "93a76e3af93ffe6c7eb752933539ec013ebec8f0a6bc2eeea29c83991070c2cb"),
+        "photo", "photo.pt", "fdf85a0b261ddeb5bb11c8b5a810dc0abda07b23cc0d0c99a8de1e5b38733d18"),
+    "photo-grey": ShippedModel(
+        "photo-grey", "photo-grey.pt",
+        "4b6363c53270b34a523aa2e23504f9c9e7ff41988dabf42b8a3b1edb286f5697"),
     "cifar10": ShippedModel(
         "cifar10", "cifar10.pt", "3db8893e6cd51938cf8dfe3647a86b83e502f9357f240e4c874dce2d6f153f9f"),
 }

@@ -5,6 +5,9 @@ form that goes into idfzip/weights/ (and whose sha256 is pinned in idfzip/zoo.py
     python scripts/train_default.py photo            # resumable: run it again to continue
     python scripts/train_default.py cifar10 --device cuda
 
+Training continues from data/checkpoints/MODEL.pt (model, optimiser and step of the shipped
+weights) when runs/MODEL has no checkpoint yet, so every sitting adds to the last one.
+
 Each recipe names its data (from ../shared/data beside the repository), preset, steps, batch,
 crop, learning rate and seed; the hardware and wall time of the shipped run are in RECIPES'
 notes and in the README.
@@ -13,6 +16,7 @@ notes and in the README.
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +57,10 @@ def main() -> None:
     args = p.parse_args()
     recipe = RECIPES[args.model]
     out = Path(args.out or REPO / "runs" / args.model)
+    shipped = REPO / "data" / "checkpoints" / f"{args.model}.pt"
+    if not (out / "checkpoint.pt").exists() and shipped.exists():
+        out.mkdir(parents=True, exist_ok=True)  # continue where the shipped model stopped
+        shutil.copyfile(shipped, out / "checkpoint.pt")
     if not args.export_only:
         cmd = [sys.executable, "-m", "idfzip", "train", "--out", str(out), "--resume",
                "--device", args.device, "--steps", str(args.steps or recipe["steps"]),
