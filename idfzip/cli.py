@@ -55,7 +55,6 @@ def open_model(name: str, device: str):
     return load_model(name).to(resolve_device(device))
 
 
-
 def load_tensor(path: str, channels: int) -> torch.Tensor:
     return torch.from_numpy(read_image(path, channels))[None]
 
