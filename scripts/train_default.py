@@ -5,8 +5,9 @@ form that goes into idfzip/weights/ (and whose sha256 is pinned in idfzip/zoo.py
     python scripts/train_default.py photo            # resumable: run it again to continue
     python scripts/train_default.py cifar10 --device cuda
 
-Training continues from data/checkpoints/MODEL.pt (model, optimiser and step of the shipped
-weights) when runs/MODEL has no checkpoint yet, so every sitting adds to the last one.
+Training continues from data/checkpoints/MODEL.pt (model, optimiser and step of the latest
+run, at or beyond the shipped weights) when runs/MODEL has no checkpoint yet, so every sitting
+adds to the last one.
 
 Each recipe names its data (from ../shared/data beside the repository), preset, steps, batch,
 crop, learning rate and seed; the hardware and wall time of the shipped run are in RECIPES'
