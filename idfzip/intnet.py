@@ -1,20 +1,21 @@
 """Integer export of the flow's networks, for bit-exact coding on any machine.
 
 A float :class:`~idfzip.nets.ConvNet` becomes an :class:`IntegerConvNet` whose weights,
-biases and activations are integers with power-of-two scales (the grids of
-:mod:`idfzip.quantization`):
+biases and activations are integers with power-of-two scales (the grids and the bound that
+makes them exact are in :mod:`idfzip.quantization`). Every layer:
 
-* weights ``W = round(w * 2^e)`` with a per-layer exponent ``e`` chosen so ``|W| < 2^15``;
-* activations ``A = clamp(round(a * 2^12), 0, 6 * 2^12)`` (the bounded ReLU on a 2^-12 grid);
-* inputs are the integer latents themselves (``INPUT_SCALE`` is ``2^-7``).
+1. splits its integer input into two 7-bit limbs, ``x = 2^7 x_hi + x_lo``, stacked on the
+   batch axis;
+2. convolves them in float32 without bias: each result is an integer of at most 2^23, so
+   it is exact whatever the summation order, machine, thread count or batch shape;
+3. combines ``2^7 y_hi + y_lo + B`` and requantises it to the next layer's activation
+   (bounded ReLU on a 2^-10 grid, rounded half up) with float32 steps that are exact too
+   (see :func:`requantize`); the last layer returns ``(2^7 y_hi + y_lo + B) * 2^-exponent``
+   in float64, exactly, so the rounded translations and the quantised prior parameters that
+   follow are exact as well.
 
-A layer computes ``conv(A, W) + B`` on integer-valued float64 tensors. Every product and
-partial sum is an integer below 2^53 (inputs are clipped to 2^20, ``|W| < 2^15``, at most a
-few thousand terms), so float64 represents it exactly and the result is the same in any
-summation order, on any CPU or GPU, for any batch shape or thread count. Requantisation
-multiplies by a power of two and rounds half up; the output is the exact value
-``conv_out * 2^-k``, so the rounded translations and the quantised prior parameters that
-follow are exact too.
+Weights are stored as integer-valued float64 buffers (the model's hash covers them) and cast
+to float32, exactly, when used.
 """
 
 from __future__ import annotations
@@ -25,26 +26,81 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .nets import ACTIVATION_MAX, INPUT_LIMIT, ConvNet
-from .quantization import ACTIVATION_BITS, INPUT_BITS, round_half_up, weight_exponent
+from .nets import ConvNet
+from .quantization import (
+    ACTIVATION_BITS,
+    ACTIVATION_TOP,
+    INPUT_BITS,
+    INPUT_LIMIT,
+    LIMB_BITS,
+    layer_exponent,
+    round_half_up,
+)
+
+LIMB = 2.0**LIMB_BITS
+
+
+def split_limbs(x: torch.Tensor) -> torch.Tensor:
+    """Integer-valued ``x`` with ``|x| <= 2^14`` (N, C, H, W) -> float32 ``[x_hi; x_lo]``
+    (2N, C, H, W) with ``x = 2^7 x_hi + x_lo``, ``x_hi = floor(x / 2^7)``, ``0 <= x_lo < 2^7``.
+    The limbs are laid out channels-last, the layout CPU convolutions are fastest in (2-4x
+    over NCHW at these shapes); layers' outputs keep it."""
+    x = x.float()
+    limbs = torch.empty((2 * x.shape[0], *x.shape[1:]), dtype=torch.float32, device=x.device,
+                        memory_format=torch.channels_last)
+    high, low = limbs.chunk(2)
+    torch.mul(x, 1.0 / LIMB, out=high).floor_()
+    torch.add(x, high, alpha=-LIMB, out=low)
+    return limbs
 
 
 class IntegerConv(nn.Module):
-    """One convolution with integer weights ``W``, bias ``B`` and weight exponent ``e``."""
+    """One convolution with integer weights ``W``, bias ``B`` and output unit ``2^-exponent``."""
 
     def __init__(self, conv: nn.Conv2d, input_bits: int):
         super().__init__()
-        e = weight_exponent(conv.weight.detach())
-        w = conv.weight.detach().double()
-        b = conv.bias.detach().double()
+        e = layer_exponent(conv.weight, conv.bias, input_bits)
         self.padding = conv.padding
-        self.register_buffer("weight", round_half_up(w * 2.0**e))
-        self.register_buffer("bias", round_half_up(b * 2.0 ** (e + input_bits)))
+        self.register_buffer("weight", round_half_up(conv.weight.detach().double() * 2.0**e))
+        self.register_buffer("bias", round_half_up(conv.bias.detach().double()
+                                                   * 2.0 ** (e + input_bits)))
         self.register_buffer("exponent", torch.tensor(e + input_bits, dtype=torch.int64))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Integer-valued float64 in, integer-valued float64 out (unit ``2^-exponent``)."""
-        return F.conv2d(x, self.weight, self.bias, padding=self.padding)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Integer input (N, ...) -> exact float32 ``(conv(x_hi, W), conv(x_lo, W))``."""
+        y = F.conv2d(split_limbs(x), self.weight.float(), padding=self.padding)
+        return y.chunk(2)
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer's exact real output ``conv(x, W) + B`` in units of 1, as float64."""
+        high, low = self(x)
+        y = high.double() * LIMB + low.double() + self.bias.view(1, -1, 1, 1)
+        return y * 2.0 ** -int(self.exponent)
+
+    def activation(self, x: torch.Tensor) -> torch.Tensor:
+        """The next layer's input: ``clamp(round_half_up((conv(x, W) + B) * 2^-shift), 0,
+        ACTIVATION_TOP)`` with ``shift = exponent - ACTIVATION_BITS``, as float32."""
+        return requantize(*self(x), self.bias, int(self.exponent) - ACTIVATION_BITS)
+
+
+def requantize(high: torch.Tensor, low: torch.Tensor, bias: torch.Tensor,
+               shift: int) -> torch.Tensor:
+    """``clamp(floor((2^7 high + low + B + h) / 2^shift), 0, ACTIVATION_TOP)``, ``h`` the
+    rounding half, computed in float32 in place and exactly: ``r = low + B + h`` is at most
+    2^24 (``|low + B| <= 2^23`` by the layer bound, ``h <= 2^23`` as ``shift <= 24``), and
+
+    * for ``shift >= 7``: ``floor((2^7 high + r) / 2^s) = floor((high + floor(r / 2^7)) /
+      2^(s-7))``, every term an integer of at most 2^24;
+    * for ``shift < 7``: ``2^(7-s) high + floor(r / 2^s)`` is a sum of exact terms; if it
+      exceeds 2^24 it is rounded, but stays beyond the clamp's range, so the clamp is exact.
+    """
+    half = 2.0 ** (shift - 1) if shift >= 1 else 0.0
+    r = low.add_((bias + half).float().view(1, -1, 1, 1))
+    if shift >= LIMB_BITS:
+        out = high.add_(r.mul_(1.0 / LIMB).floor_()).mul_(2.0 ** (LIMB_BITS - shift)).floor_()
+    else:
+        out = high.mul_(2.0 ** (LIMB_BITS - shift)).add_(r.mul_(2.0**-shift).floor_())
+    return out.clamp_(0.0, ACTIVATION_TOP)
 
 
 class IntegerConvNet(nn.Module):
@@ -53,21 +109,15 @@ class IntegerConvNet(nn.Module):
     def __init__(self, net: ConvNet):
         super().__init__()
         convs = [m for m in net.layers if isinstance(m, nn.Conv2d)]
-        layers, bits = [], INPUT_BITS
-        for conv in convs:
-            layers.append(IntegerConv(conv, bits))
-            bits = ACTIVATION_BITS
-        self.convs = nn.ModuleList(layers)
+        bits = [INPUT_BITS] + [ACTIVATION_BITS] * (len(convs) - 1)
+        self.convs = nn.ModuleList(IntegerConv(c, b) for c, b in zip(convs, bits))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Returns the network output as exact float64 values."""
-        h = x.double().clamp(-INPUT_LIMIT, INPUT_LIMIT)  # integer latents, unit 2^-7
-        top = ACTIVATION_MAX * 2.0**ACTIVATION_BITS
+        """Integer latents (any float dtype) -> the network output as exact float64 values."""
+        h = x.clamp(-INPUT_LIMIT, INPUT_LIMIT)
         for conv in self.convs[:-1]:
-            shift = int(conv.exponent) - ACTIVATION_BITS
-            h = round_half_up(conv(h) * 2.0**-shift).clamp_(0.0, top)
-        last = self.convs[-1]
-        return last(h) * 2.0 ** -int(last.exponent)
+            h = conv.activation(h)
+        return self.convs[-1].value(h)
 
 
 def to_integer(model: nn.Module) -> nn.Module:
@@ -80,25 +130,30 @@ def to_integer(model: nn.Module) -> nn.Module:
     return model.double()
 
 
+# Precision switches that would let float32 convolutions and matrix products use TF32 or
+# bfloat16 internally (oneDNN on CPUs, cuBLAS / cuDNN on GPUs); the export needs full float32.
+_FP32_BACKENDS = (torch.backends.mkldnn.conv, torch.backends.mkldnn.matmul,
+                  torch.backends.cudnn.conv, torch.backends.cuda.matmul)
+
+
 @contextlib.contextmanager
 def exact_arithmetic(device: torch.device):
-    """Settings under which integer-valued float64 convolutions stay exact on CUDA: no TF32, no
-    cuDNN (whose FFT/Winograd algorithms are not exact; the native path is im2col + GEMM),
-    deterministic algorithms only. On the CPU the float64 path is exact as it is (and switching
-    deterministic algorithms on costs seconds of imports), so nothing changes there. Restores
-    the caller's settings afterwards."""
-    if torch.device(device).type != "cuda":
-        yield
-        return
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-             torch.backends.cudnn.enabled, torch.are_deterministic_algorithms_enabled())
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cudnn.enabled = False
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    """Settings under which the export's float32 convolutions stay exact: IEEE float32 in every
+    backend; on CUDA also no cuDNN (its FFT/Winograd algorithms are not exact; the native path
+    is im2col + GEMM) and deterministic algorithms only. Restores the caller's settings."""
+    cuda = torch.device(device).type == "cuda"
+    saved = [backend.fp32_precision for backend in _FP32_BACKENDS]
+    saved_cuda = (torch.backends.cudnn.enabled, torch.are_deterministic_algorithms_enabled())
+    for backend in _FP32_BACKENDS:
+        backend.fp32_precision = "ieee"
+    if cuda:
+        torch.backends.cudnn.enabled = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         yield
     finally:
-        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-         torch.backends.cudnn.enabled) = saved[:3]
-        torch.use_deterministic_algorithms(saved[3])
+        for backend, value in zip(_FP32_BACKENDS, saved):
+            backend.fp32_precision = value
+        if cuda:
+            torch.backends.cudnn.enabled = saved_cuda[0]
+            torch.use_deterministic_algorithms(saved_cuda[1])

@@ -12,18 +12,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .quantization import ACTIVATION_BITS, INPUT_BITS, fake_quantize, weight_exponent
+from .quantization import (
+    ACTIVATION_BITS,
+    ACTIVATION_MAX,
+    INPUT_BITS,
+    INPUT_LIMIT,
+    fake_quantize,
+    layer_exponent,
+)
 
 # Integer-valued inputs (pixels, latents) are brought to roughly unit range by this fixed
-# factor; a power of two so that an integer network can apply it as a shift.
+# factor; a power of two so that an integer network can apply it as a shift. Inputs are
+# clipped to +-INPUT_LIMIT first, which bounds the integer export's sums.
 INPUT_SCALE = 2.0**-INPUT_BITS
-# Inputs are clipped to +-INPUT_LIMIT, which bounds every partial sum of the integer export.
-INPUT_LIMIT = 2.0**20
 # Network outputs that live in latent units (translations, prior means) are this factor
 # times the raw output, so that an optimiser step of ~1e-3 moves them by a useful amount.
 OUTPUT_SCALE = 16.0
-# Upper bound of the bounded ReLU: bounded activations quantise to a fixed integer grid.
-ACTIVATION_MAX = 6.0
 
 
 class BoundedReLU(nn.Module):
@@ -61,7 +65,7 @@ class ConvNet(nn.Module):
         bits = INPUT_BITS
         for layer in self.layers:
             if isinstance(layer, nn.Conv2d):
-                e = weight_exponent(layer.weight)
+                e = layer_exponent(layer.weight, layer.bias, bits)
                 h = F.conv2d(h, fake_quantize(layer.weight, e),
                              fake_quantize(layer.bias, e + bits), padding=layer.padding)
             else:

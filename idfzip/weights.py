@@ -12,7 +12,10 @@ import torch
 from .intnet import to_integer
 from .model import FlowConfig, IntegerDiscreteFlow
 
-MODEL_FORMAT = "idfzip-model/1"
+MODEL_FORMAT = "idfzip-model/2"
+# Float models of format 1 load as they are; its integer exports used other grids (float64
+# arithmetic), which the current integer networks do not compute.
+FLOAT_ONLY_FORMATS = ("idfzip-model/1",)
 
 
 class ModelError(ValueError):
@@ -61,8 +64,11 @@ def load_model_file(path: str | Path, expected_sha256: str | None = None) -> Int
         raise ModelError(f"{path}: no such model file") from None
     except Exception as err:  # torch raises many types for foreign or damaged files
         raise ModelError(f"{path}: not an idfzip model file ({type(err).__name__})") from None
-    if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
+    if not isinstance(blob, dict) or blob.get("format") not in (MODEL_FORMAT, *FLOAT_ONLY_FORMATS):
         raise ModelError(f"{path}: not an idfzip model file")
+    if blob["format"] != MODEL_FORMAT and blob.get("integer"):
+        raise ModelError(f"{path}: integer export of an older idfzip; export its float model "
+                         "again with: idfzip export MODEL.pt")
     digest = weights_sha256(blob["state_dict"])
     if digest != blob["sha256"] or (expected_sha256 and digest != expected_sha256):
         raise ModelError(f"{path}: weights do not match their sha256 (damaged file?)")

@@ -40,12 +40,12 @@ class ShippedModel:
 SHIPPED: dict[str, ShippedModel] = {
     # Reproduce with scripts/train_default.py; recipes, hardware and wall time in the README.
     "photo": ShippedModel(
-        "photo", "photo.pt", "fdf85a0b261ddeb5bb11c8b5a810dc0abda07b23cc0d0c99a8de1e5b38733d18"),
+        "photo", "photo.pt", "918dd7aa841c3b4b8bd0577dbfb3a2b528da3961b78a934e221eb79da50deb0b"),
     "photo-grey": ShippedModel(
         "photo-grey", "photo-grey.pt",
-        "4b6363c53270b34a523aa2e23504f9c9e7ff41988dabf42b8a3b1edb286f5697"),
+        "162fe29a3a8a94a55e38edcb81cc23f46873dc6a5680e255518b1663c01dab3a"),
     "cifar10": ShippedModel(
-        "cifar10", "cifar10.pt", "3db8893e6cd51938cf8dfe3647a86b83e502f9357f240e4c874dce2d6f153f9f"),
+        "cifar10", "cifar10.pt", "291f5ecba1b305c0a3a041792e967901c3752459b7a2a8e9632495bf4b0b98f8"),
 }
 
 

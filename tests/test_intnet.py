@@ -3,13 +3,21 @@
 import copy
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
 from idfzip.entropy import quantize_logistic
-from idfzip.intnet import IntegerConvNet, to_integer
-from idfzip.quantization import WEIGHT_BITS
+from idfzip.intnet import IntegerConvNet, exact_arithmetic, to_integer
 from idfzip.nets import ConvNet
+from idfzip.quantization import (
+    ACCUMULATOR_LIMIT,
+    ACTIVATION_BITS,
+    ACTIVATION_TOP,
+    INPUT_LIMIT,
+    LIMB_BITS,
+    MAX_SHIFT,
+)
 from idfzip.weights import weights_sha256
 
 from .conftest import randomize, tiny_model
@@ -23,20 +31,61 @@ def latents(shape, seed=0, bound=400):
 def int64_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pad: int):
     """Reference convolution in int64 arithmetic: unfold + integer matmul."""
     n, _, h, w = x.shape
-    cols = F.unfold(x, weight.shape[-1], padding=pad).round().long()
+    cols = F.unfold(x.double(), weight.shape[-1], padding=pad).round().long()
     out = weight.round().long().reshape(weight.shape[0], -1) @ cols
     return (out + bias.round().long()[:, None]).reshape(n, -1, h, w)
 
 
-def test_integer_convolution_equals_int64_arithmetic():
-    net = IntegerConvNet(randomize(ConvNet(6, 4, hidden=16, depth=3), seed=1))
-    conv = net.convs[0]
-    assert conv.weight.abs().max() < 2**WEIGHT_BITS
-    assert torch.equal(conv.weight, conv.weight.round())
-    x = latents((2, 6, 9, 7))
-    exact = int64_conv(x, conv.weight, conv.bias, 1)
-    assert torch.equal(conv(x).long(), exact)
-    assert torch.equal(conv(x), exact.double())
+def int64_network(net: IntegerConvNet, x: torch.Tensor) -> torch.Tensor:
+    """What the export must compute, in int64: conv + bias, then round half up to the
+    activation grid and clamp, layer by layer; the last layer's integer times 2^-exponent."""
+    h = x.clamp(-INPUT_LIMIT, INPUT_LIMIT).round().long()
+    for conv in net.convs:
+        y = int64_conv(h, conv.weight, conv.bias, conv.padding[0])
+        shift = int(conv.exponent) - ACTIVATION_BITS
+        if shift >= 1:
+            h = torch.div(y + 2 ** (shift - 1), 2**shift, rounding_mode="floor")
+        else:
+            h = y * 2**-shift
+        h = h.clamp(0, ACTIVATION_TOP)
+    return y.double() * 2.0 ** -int(net.convs[-1].exponent)
+
+
+@pytest.mark.parametrize("scale", [1e-7, 1e-3, 0.3, 30.0, 3e4])
+def test_integer_network_equals_int64_arithmetic(scale):
+    """Weight scales from tiny to huge drive the requantisation shift through all its cases
+    (capped at MAX_SHIFT, between 1 and 7, at most 0); inputs include clipped latents."""
+    net = randomize(ConvNet(6, 4, hidden=16, depth=3), seed=1)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(scale)
+    exported = IntegerConvNet(net)
+    x = latents((2, 6, 9, 7), bound=3 * INPUT_LIMIT)
+    with exact_arithmetic("cpu"):
+        assert torch.equal(exported(x), int64_network(exported, x))
+
+
+def test_every_partial_sum_is_bounded_so_float32_is_exact():
+    net = IntegerConvNet(randomize(ConvNet(6, 4, hidden=16, depth=3), seed=4))
+    for conv in net.convs:
+        w = conv.weight.reshape(conv.weight.shape[0], -1)
+        assert torch.equal(w, w.round()) and torch.equal(conv.bias, conv.bias.round())
+        assert (2**LIMB_BITS * w.abs().sum(1) + conv.bias.abs()).max() <= ACCUMULATOR_LIMIT
+        assert int(conv.exponent) - ACTIVATION_BITS <= MAX_SHIFT
+
+
+def test_worst_case_inputs_stay_exact():
+    """All weights of one sign and every input at its bound: the float32 sums reach the limit
+    the layer exponents are chosen for, and must still equal int64 arithmetic."""
+    net = randomize(ConvNet(6, 4, hidden=16, depth=3), seed=5)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.abs_()
+    exported = IntegerConvNet(net)
+    for value in (INPUT_LIMIT, -INPUT_LIMIT, 2**LIMB_BITS - 1, -(2**LIMB_BITS) - 1):
+        x = torch.full((1, 6, 8, 8), float(value), dtype=torch.float64)
+        with exact_arithmetic("cpu"):
+            assert torch.equal(exported(x), int64_network(exported, x))
 
 
 def test_integer_network_is_independent_of_batch_and_threads():
@@ -85,7 +134,8 @@ def test_integer_model_is_faithful_and_its_export_deterministic():
 def test_fake_quantised_float_network_computes_what_its_export_computes():
     net = randomize(ConvNet(5, 3, hidden=16, depth=3), seed=6, std=0.3)
     x = latents((2, 5, 12, 10), seed=7)
-    exact = IntegerConvNet(net)(x)
+    with exact_arithmetic("cpu"):
+        exact = IntegerConvNet(net)(x)
     net.double()  # in float64 the fake-quantised arithmetic is exact as well
     plain = net(x)
     net.fake_quant = True

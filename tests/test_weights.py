@@ -36,6 +36,21 @@ def test_damaged_or_foreign_files_are_refused(tmp_path):
         load_model_file(tmp_path / "missing.pt")
 
 
+def test_older_integer_exports_are_refused_but_older_float_models_load(tmp_path):
+    from idfzip.intnet import to_integer
+    for integer in (False, True):
+        model = to_integer(tiny_model()) if integer else tiny_model()
+        save_model(model, tmp_path / "m.pt")
+        blob = torch.load(tmp_path / "m.pt", weights_only=True)
+        blob["format"] = "idfzip-model/1"
+        torch.save(blob, tmp_path / "old.pt")
+        if integer:
+            with pytest.raises(ModelError, match="older idfzip"):
+                load_model_file(tmp_path / "old.pt")
+        else:
+            assert load_model_file(tmp_path / "old.pt").sha256 == blob["sha256"]
+
+
 def test_registry_names_errors_clearly():
     with pytest.raises(ModelError, match="unknown model"):
         load_model("no-such-model")
