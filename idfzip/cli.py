@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import io
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 from .data import DataError
-from .files import default_output, format_for, read_input, refuse_to_clobber, write_output
+from .files import read_input, refuse_to_clobber
 from .imageio import ImageReadError, image_grid, read_image, to_pil
+from .jobs import available_cores
 from .weights import ModelError
 from .zoo import DEFAULT_MODEL, PRESETS
 
@@ -222,6 +223,69 @@ def tile_progress(total: int, label: str, quiet: bool):
     return tqdm(total=total, desc=label, unit="tile", disable=not show, leave=False)
 
 
+parallel_options = [
+    click.option("-j", "--jobs", type=click.IntRange(0), default=1, show_default=True,
+                 help="Files coded at once, each in its own process with a share of the cores "
+                      "(0: one per core). Outputs are the same as one at a time."),
+    click.option("-r", "--recursive", is_flag=True,
+                 help="Code the files inside folders given as inputs (and their subfolders).")]
+
+
+def code_files(work, jobs, workers: int, quiet: bool, verbose: bool) -> None:
+    """Run coding jobs one at a time (a tile progress bar each) or in ``workers`` processes (a
+    file progress bar); a failure is one line and the other files go on; with several files
+    the exit status says how many failed."""
+    from tqdm import tqdm
+
+    from .jobs import run_jobs
+    failed = 0
+
+    def report(job, done, error):
+        nonlocal failed
+        if error is None:
+            if verbose and not quiet:
+                click.echo(f"{job.path} -> {done.job.out}: {done.summary}", err=True)
+            return
+        if len(jobs) == 1 or not isinstance(error, EXPECTED_ERRORS):
+            raise error
+        failed += 1
+        tqdm.write(f"idfzip: {error}", file=sys.stderr)
+
+    workers = min(workers or available_cores(), len(jobs))
+    if workers == 1:
+        for job in jobs:
+            with contextlib.ExitStack() as stack:
+                def start(total, label=job.path):
+                    return stack.enter_context(tile_progress(total, label, quiet)).update
+                try:
+                    done, error = work(job, start), None
+                except EXPECTED_ERRORS as err:
+                    done, error = None, err
+            report(job, done, error)
+    else:
+        show = not quiet and sys.stderr.isatty()
+        with tqdm(total=len(jobs), unit="file", disable=not show, leave=False) as bar:
+            for job, done, error in run_jobs(work, jobs, workers):
+                report(job, done, error)
+                bar.update()
+    if failed:
+        raise click.ClickException(f"{failed} of {len(jobs)} files failed")
+
+
+def make_jobs(inputs, output, suffixes, out_suffix, recursive, **settings):
+    from .jobs import Job, expand_inputs, output_for
+    if output and len(inputs) > 1:
+        raise click.UsageError("-o/--output needs exactly one input")
+    if "-" in inputs and len(inputs) > 1:
+        raise click.UsageError("'-' (standard input) must be the only input")
+    paths = expand_inputs(inputs, suffixes, recursive)
+    if not paths:
+        raise click.UsageError("no files to code in the folders given")
+    if output and len(paths) > 1:
+        raise click.UsageError("-o/--output needs exactly one input")
+    return [Job(path, output_for(path, output, out_suffix), **settings) for path in paths]
+
+
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", default=None,
@@ -233,37 +297,17 @@ def tile_progress(total: int, label: str, quiet: bool):
 @batch_option
 @click.option("--tile", type=click.IntRange(8, 2048), default=512, show_default=True,
               help="Tile side: tiles are coded independently, bounding memory.")
+@with_options(parallel_options)
 @with_options(verbosity)
 @friendly_errors
-def compress(inputs, output, force, model_name, device, batch_size, tile, quiet, verbose):
+def compress(inputs, output, force, model_name, device, batch_size, tile, jobs, recursive,
+             quiet, verbose):
     """Compress images losslessly into .idf files."""
-    from PIL import Image
-
-    from .api import compress as compress_image
-    from .codec import tile_grid
-    if output and len(inputs) > 1:
-        raise click.UsageError("-o/--output needs exactly one input")
-    device = resolve_device(device)
-    for path in inputs:
-        raw = read_input(path)
-        try:
-            image = Image.open(io.BytesIO(raw))
-            image.load()
-        except Exception as err:
-            raise ImageReadError(f"{path}: not a readable image ({type(err).__name__})") from None
-        out = output or ("-" if path == "-" else default_output(path, ".idf"))
-        refuse_to_clobber(path, out, force)
-        with tile_progress(len(tile_grid(image.height, image.width, tile)), path, quiet) as bar:
-            try:
-                data = compress_image(image, model_name, tile=tile, batch_size=batch_size,
-                                      progress=bar.update, device=device)
-            except ValueError as err:
-                raise ValueError(f"{path}: {err}") from None
-        write_output(out, lambda f: f.write(data), force)
-        if verbose and not quiet:
-            dims = image.width * image.height * len(image.getbands())
-            click.echo(f"{path} -> {out}: {len(data)} bytes, {8 * len(data) / dims:.4f} bpd",
-                       err=True)
+    from .jobs import IMAGE_SUFFIXES, compress_file
+    work = make_jobs(inputs, output, IMAGE_SUFFIXES, ".idf", recursive, force=force,
+                     model=model_name, device=resolve_device(device), batch_size=batch_size,
+                     tile=tile)
+    code_files(compress_file, work, jobs, quiet, verbose)
 
 
 @main.command()
@@ -276,35 +320,16 @@ def compress(inputs, output, force, model_name, device, batch_size, tile, quiet,
               help="Model to decode with (default: the one the file names).")
 @device_option
 @batch_option
+@with_options(parallel_options)
 @with_options(verbosity)
 @friendly_errors
-def decompress(inputs, output, force, model_name, device, batch_size, quiet, verbose):
+def decompress(inputs, output, force, model_name, device, batch_size, jobs, recursive, quiet,
+               verbose):
     """Decompress .idf files back to the exact original images."""
-    from .api import decompress as decompress_data, tiles_of
-    if output and len(inputs) > 1:
-        raise click.UsageError("-o/--output needs exactly one input")
-    for path in inputs:
-        data = read_input(path)
-        out = output or ("-" if path == "-" else default_output(path, ".png"))
-        refuse_to_clobber(path, out, force)
-        try:
-            with tile_progress(tiles_of(data), path, quiet) as bar:
-                image = decompress_data(data, model_name, batch_size=batch_size,
-                                        progress=bar.update, device=resolve_device(device))
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
-        fmt = "PNG" if out == "-" else None
-
-        def save(f, image=image, out=out, fmt=fmt):
-            params = {"icc_profile": image.info["icc_profile"]} if "icc_profile" in image.info else {}
-            try:
-                image.save(f, format=fmt or format_for(out), **params)
-            except (KeyError, ValueError, OSError) as err:
-                raise OSError(f"{out}: cannot save a {image.mode} image in this format "
-                              f"({err})") from None
-        write_output(out, save, force)
-        if verbose and not quiet:
-            click.echo(f"{path} -> {out}: {image.width}x{image.height} {image.mode}", err=True)
+    from .jobs import decompress_file
+    work = make_jobs(inputs, output, (".idf",), ".png", recursive, force=force,
+                     model=model_name, device=resolve_device(device), batch_size=batch_size)
+    code_files(decompress_file, work, jobs, quiet, verbose)
 
 
 @main.command()

@@ -165,6 +165,61 @@ def test_several_files_at_once(tmp_path, model_file):
     assert not (tmp_path / "x.idf").exists()
 
 
+def write_tree(root: Path) -> dict[str, np.ndarray]:
+    """A folder of small images, one in a subfolder, plus files -r must skip."""
+    images = {}
+    for seed, rel in enumerate(["a.png", "b.png", "sub/c.png", "sub/d.bmp"]):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        images[rel] = smooth(seed, 9 + seed, 11)
+        Image.fromarray(images[rel]).save(root / rel)
+    (root / "notes.txt").write_text("not an image")
+    (root / ".hidden").mkdir()
+    Image.fromarray(smooth(9)).save(root / ".hidden" / "skip.png")
+    return images
+
+
+def test_folders_in_parallel_give_the_same_files_as_one_at_a_time(tmp_path, model_file):
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    images = write_tree(serial)
+    write_tree(parallel)
+    for root, jobs in ((serial, 1), (parallel, 2)):
+        result = invoke("compress", "-r", root, "-j", jobs, "--model", model_file)
+        assert result.exit_code == 0, result.output
+    outputs = sorted(p.relative_to(serial) for p in serial.rglob("*.idf"))
+    assert [str(p) for p in outputs] == ["a.idf", "b.idf", "sub/c.idf", "sub/d.idf"]
+    for rel in outputs:
+        assert (serial / rel).read_bytes() == (parallel / rel).read_bytes()
+    for rel in images:
+        (parallel / rel).unlink()
+    result = invoke("decompress", "-r", parallel, "-j", 0, "--model", model_file)
+    assert result.exit_code == 0, result.output
+    for rel, pixels_ in images.items():
+        np.testing.assert_array_equal(pixels(parallel / Path(rel).with_suffix(".png")), pixels_)
+    assert not (parallel / ".hidden" / "skip.idf").exists()
+
+
+def test_a_failing_file_among_many_is_one_line_and_the_others_are_coded(tmp_path, model_file):
+    images = write_tree(tmp_path)
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    for jobs in (1, 2):
+        result = invoke("compress", "-r", tmp_path, "-j", jobs, "-f", "--model", model_file)
+        assert result.exit_code == 1
+        assert "bad.png: not a readable image" in result.stderr
+        assert "1 of 5 files failed" in result.stderr and "Traceback" not in result.output
+        assert all((tmp_path / rel).with_suffix(".idf").exists() for rel in images)
+        assert not (tmp_path / "bad.idf").exists() and leftovers(tmp_path) == []
+
+
+def test_folder_and_stdin_misuse_are_usage_errors(tmp_path, photo, model_file):
+    result = invoke("compress", tmp_path, "--model", model_file)
+    assert result.exit_code == 1 and "use -r" in result.output
+    result = invoke("compress", "-", photo, "--model", model_file)
+    assert result.exit_code == 2 and "must be the only input" in result.output
+    (tmp_path / "empty").mkdir()
+    result = invoke("compress", "-r", tmp_path / "empty", "--model", model_file)
+    assert result.exit_code == 2 and "no files" in result.output
+
+
 def test_stdin_to_stdout_in_process(photo, model_file):
     result = invoke("compress", "-", "--model", model_file, input=photo.read_bytes())
     assert result.exit_code == 0, result.output
