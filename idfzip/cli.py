@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -184,7 +185,10 @@ def sample(count, height, width, temperature, seed, output, model_name, device):
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors
 def train(sources, preset, out_dir, init_model, resume, device, threads, quiet, **overrides):
-    """Train a model; resumable with --resume, exports OUT/model.pt for --model."""
+    """Train a model; resumable with --resume, exports OUT/model.pt for --model.
+
+    Data-parallel on several processes or machines when started by torchrun, e.g.
+    torchrun --nproc_per_node 4 -m idfzip train ... (--batch-size is the global batch)."""
     from .train import TrainConfig, train as run_training
     from .zoo import load_model
     if threads:
@@ -197,7 +201,8 @@ def train(sources, preset, out_dir, init_model, resume, device, threads, quiet, 
     run_training(PRESETS[preset], list(sources), out_dir, config, resume=resume,
                  device=device, progress=not quiet and sys.stderr.isatty(), init_weights=init,
                  log=lambda msg: click.echo(msg, err=True))
-    click.echo(f"{out_dir}/model.pt written; use it with --model {out_dir}/model.pt")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+        click.echo(f"{out_dir}/model.pt written; use it with --model {out_dir}/model.pt")
 
 
 # -- compress / decompress / info ------------------------------------------------------------

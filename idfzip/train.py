@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import distributed
 from .data import CropSampler, DataError, center_crops, load_images, split_holdout
 from .model import FlowConfig, IntegerDiscreteFlow
 from .nets import ConvNet
@@ -69,17 +70,25 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
           progress: bool = True, log=print, init_weights: dict | None = None
           ) -> IntegerDiscreteFlow:
     """Train a flow on ``sources`` (see :func:`idfzip.data.load_images`), writing
-    ``checkpoint.pt`` and the exportable ``model.pt`` into ``out_dir``."""
+    ``checkpoint.pt`` and the exportable ``model.pt`` into ``out_dir``. Under ``torchrun``
+    the processes train data-parallel (see :mod:`idfzip.distributed`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if device == "cuda" and not torch.cuda.is_available():
         raise DataError("--device cuda was asked for, but no CUDA device is available")
+    replica = distributed.start(device, config.batch_size)
+    device = replica.device
+    if not replica.main:
+        progress, log = False, lambda msg: None
 
     images = [im for src in sources for im in load_images(src, model_config.channels)]
     train_images, eval_images = split_holdout(images, config.holdout_fraction, config.seed)
     eval_images = center_crops(eval_images[: config.eval_max_images], config.eval_crop)
     sampler = CropSampler(train_images, config.crop, config.seed)
     log(f"data: {len(train_images)} training images, {len(eval_images)} held out")
+    if replica.distributed:
+        log(f"data-parallel: {replica.world} processes, {config.batch_size // replica.world} "
+            f"images each per step")
 
     torch.manual_seed(config.seed)
     model = IntegerDiscreteFlow(model_config).to(device)
@@ -104,11 +113,15 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
             module.fake_quant = config.fake_quant
 
     def checkpoint():
+        distributed.check_replicas(model, replica)
+        if not replica.main:
+            return
         atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "step": step, "history": history, "model_config": model_config.to_dict(),
                      "train_config": asdict(config)}, ckpt_path)
         save_model(model, out_dir / MODEL_NAME)
 
+    net = distributed.wrap(model, replica)
     model.train()
     bar = tqdm(total=config.steps, initial=step, disable=not progress, unit="step",
                dynamic_ncols=True)
@@ -117,8 +130,8 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
     while step < config.steps:
         for group in optimizer.param_groups:
             group["lr"] = config.lr_at(step)
-        x = torch.from_numpy(sampler.batch(step, config.batch_size)).to(device)
-        loss = model(x.float()).mean()
+        x = replica.shard(sampler.batch(step, config.batch_size))
+        loss = net(torch.from_numpy(x).to(device).float()).mean()
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower --lr")
         optimizer.zero_grad(set_to_none=True)
@@ -128,7 +141,7 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         bar.update(1)
         bar.set_postfix(bpd=f"{running:.3f}", lr=f"{config.lr_at(step):.2e}")
-        if step % config.eval_every == 0 or step == config.steps:
+        if replica.main and (step % config.eval_every == 0 or step == config.steps):
             held_out = evaluate(model, eval_images)
             history.append({"step": step, "train_bpd": running, "eval_bpd": held_out,
                             "seconds": time.time() - started})
@@ -137,6 +150,10 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
         if step % config.checkpoint_every == 0 or step == config.steps:
             checkpoint()
     bar.close()
+    if replica.distributed:
+        distributed.check_replicas(model, replica)
+        log(f"data-parallel: replicas identical at step {step}")
+    distributed.stop(replica)
     model.eval()
     return model
 
