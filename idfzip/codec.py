@@ -19,6 +19,7 @@ import constriction
 import numpy as np
 import torch
 
+from .allocator import reuse_freed_memory
 from .intnet import exact_arithmetic
 from .entropy import CodingError, MixtureTables, decode_logistic, encode_logistic
 from .model import PIXEL_OFFSET, IntegerDiscreteFlow
@@ -37,6 +38,7 @@ class FlowCodec:
         if not model.is_integer:
             raise ValueError("coding needs an integer-exported model (idfzip.intnet.to_integer)")
         self.model = model.eval()
+        reuse_freed_memory()
         logits, means, log_scales = (p.detach().cpu().numpy() for p in model.top_prior.params())
         self.top_tables = MixtureTables(logits, means, log_scales)
 

@@ -110,7 +110,8 @@ def _windows(keys: np.ndarray) -> np.ndarray:
 
 def _groups(keys: np.ndarray):
     """(key, positions) for each table in use, in one canonical order."""
-    order = np.argsort(keys, kind="stable")
+    # keys are < 2^15, and numpy's stable sort of 16-bit integers is a linear radix sort
+    order = np.argsort(keys.astype(np.int16), kind="stable")
     bounds = np.flatnonzero(np.diff(keys[order])) + 1
     return [(int(keys[idx[0]]), idx) for idx in np.split(order, bounds) if idx.size]
 

@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from . import distributed
+from .allocator import reuse_freed_memory
 from .data import CropSampler, DataError, center_crops, load_images, split_holdout
 from .model import FlowConfig, IntegerDiscreteFlow
 from .nets import ConvNet
@@ -77,6 +78,7 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
     if device == "cuda" and not torch.cuda.is_available():
         raise DataError("--device cuda was asked for, but no CUDA device is available")
     replica = distributed.start(device, config.batch_size)
+    reuse_freed_memory()
     device = replica.device
     if not replica.main:
         progress, log = False, lambda msg: None

@@ -16,7 +16,6 @@ that is not installed is skipped, and the output says so.
 from __future__ import annotations
 
 import argparse
-import io
 import resource
 import sys
 import time
@@ -26,38 +25,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from reference_codecs import imagecodecs_codecs, pil_codec, run_codec
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
-
-
-def pil_codec(fmt, **params):
-    def encode(arr):
-        buf = io.BytesIO()
-        Image.fromarray(arr).save(buf, format=fmt, **params)
-        return buf.getvalue()
-
-    def decode(data):
-        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    return encode, decode
-
-
-def imagecodecs_codecs():
-    try:
-        import imagecodecs as ic
-    except ImportError:
-        return {}, "imagecodecs not installed (pip install -e '.[bench]'): JPEG-XL, JPEG 2000, JPEG-LS skipped"
-    codecs = {}
-    if ic.JPEGXL.available:
-        for effort in (7, 9):
-            codecs[f"JPEG-XL e{effort}"] = (
-                lambda a, e=effort: ic.jpegxl_encode(a, lossless=True, effort=e, numthreads=1),
-                ic.jpegxl_decode)
-    if ic.JPEG2K.available:
-        codecs["JPEG 2000"] = (lambda a: ic.jpeg2k_encode(a, level=0, reversible=True),
-                               ic.jpeg2k_decode)
-    if ic.JPEGLS.available:
-        codecs["JPEG-LS"] = (lambda a: ic.jpegls_encode(a, level=0), ic.jpegls_decode)
-    return codecs, ""
 
 
 def load_dataset(name: str, args) -> list[np.ndarray]:
@@ -95,21 +66,6 @@ def run_idfzip(images, args):
         x = torch.from_numpy(arr.transpose(2, 0, 1).copy())[None]
         ideal += float(-coder.model.log_prob(x)[0])
     return bits, ideal, t_enc, t_dec
-
-
-def run_codec(images, encode, decode):
-    bits, t_enc, t_dec = 0.0, 0.0, 0.0
-    for arr in images:
-        t = time.perf_counter()
-        data = encode(arr)
-        t_enc += time.perf_counter() - t
-        t = time.perf_counter()
-        back = decode(data)
-        t_dec += time.perf_counter() - t
-        if not np.array_equal(np.asarray(back), arr):
-            raise SystemExit("round trip FAILED")
-        bits += 8 * len(data)
-    return bits, t_enc, t_dec
 
 
 def main() -> None:

@@ -195,6 +195,18 @@ def test_png_fallback_round_trips(mode):
     assert describe(data)["method"] == "png"
 
 
+def test_an_rgb_image_that_png_codes_best_gets_the_best_png_not_the_fast_one():
+    from idfzip.api import _png
+    stripes = np.zeros((64, 96, 3), np.uint8)
+    stripes[:, :, 0] = (np.arange(96) * 7 % 256)[None, :]
+    stripes[::2, :, 2] = 200
+    image = Image.fromarray(stripes)
+    data = round_trip(image, RGB_MODEL)
+    best, fast = _png(image), _png(image, level=1)
+    assert describe(data)["method"] == "png" and len(best) < len(fast)
+    assert best in data and fast not in data
+
+
 def test_grey_images_fall_back_when_the_model_is_rgb_and_vice_versa():
     rng = np.random.default_rng(2)
     grey = make_image("L", rng)

@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Speed and memory of idfzip against the targets, with JPEG-XL measured in the same run.
+
+* Kodak: compress and decompress MB/s of raw pixels with the default model (real .idf files,
+  every one decoded and compared), beside JPEG-XL lossless effort 7 and 9 on the same images
+  and thread count; where the time goes (network, entropy coding, the rest) on one photo.
+* Memory: peak resident memory of compressing and decompressing a 6000x4000 RGB photo (made
+  by resizing the large test photo in ../shared/data/photos) in a fresh process.
+
+    python scripts/benchmark_speed.py                    # CPU, all cores
+    python scripts/benchmark_speed.py --device cuda      # networks on the GPU
+    python scripts/benchmark_speed.py --limit 4 --skip-memory --out results/
+
+Targets (README): CPU (2 cores) at least 0.5 MB/s each way; GPU at least 20 MB/s each way;
+peak memory under 2 GB for 6000x4000 on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from reference_codecs import imagecodecs_codecs, run_codec
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+TARGET_MBS = {"cpu": 0.5, "cuda": 20.0}
+MEMORY_TARGET_MB = 2048
+
+
+def idfzip_round_trips(images, coder, args):
+    """Total .idf bits and compress / decompress seconds; fails on any mismatch."""
+    import idfzip
+    bits, t_enc, t_dec = 0, 0.0, 0.0
+    for arr in images:
+        t = time.perf_counter()
+        data = idfzip.compress(Image.fromarray(arr), coder, tile=args.tile,
+                               batch_size=args.batch_size, device=args.device)
+        t_enc += time.perf_counter() - t
+        t = time.perf_counter()
+        back = idfzip.decompress(data, coder, batch_size=args.batch_size, device=args.device)
+        t_dec += time.perf_counter() - t
+        if not np.array_equal(np.asarray(back), arr):
+            raise SystemExit("idfzip round trip FAILED")
+        bits += 8 * len(data)
+    return bits, t_enc, t_dec
+
+
+def time_shares(call) -> dict[str, float]:
+    """Fractions of ``call``'s time spent in the integer networks, in entropy coding, in the
+    PNG fallback candidate, and elsewhere (Python, tiling, checksums), from cProfile."""
+    from idfzip import api, entropy
+    from idfzip.intnet import IntegerConvNet
+
+    def key(f):
+        code = f.__code__
+        return code.co_filename, code.co_firstlineno, code.co_name
+    parts = {"network": [IntegerConvNet.forward],
+             "entropy coding": [entropy.encode_logistic, entropy.decode_logistic,
+                                entropy.MixtureTables.encode, entropy.MixtureTables.decode],
+             "PNG candidate": [api._png]}
+    profile = cProfile.Profile()
+    start = time.perf_counter()
+    profile.runcall(call)
+    total = time.perf_counter() - start
+    stats = pstats.Stats(profile).stats
+    shares = {part: sum(stats[key(f)][3] for f in functions if key(f) in stats) / total
+              for part, functions in parts.items()}
+    shares["other"] = 1.0 - sum(shares.values())
+    return shares
+
+
+def memory_child(args) -> None:
+    """Compress and decompress one large photo in this (fresh) process; print a JSON line."""
+    import idfzip
+    from idfzip.api import coding_model
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    width, height = map(int, args.memory_child.split("x"))
+    source = SHARED / "photos"
+    found = sorted(source.glob("*.png")) if source.exists() else []
+    found = found or sorted(Path(args.kodak).glob("*.png"))
+    if not found:
+        raise SystemExit("no photo to enlarge for the memory test")
+    arr = np.asarray(Image.open(found[0]).convert("RGB").resize((width, height), Image.LANCZOS))
+    coder = coding_model(args.model, args.device)
+    t = time.perf_counter()
+    data = idfzip.compress(Image.fromarray(arr), coder, tile=args.tile,
+                           batch_size=args.batch_size, device=args.device)
+    t_enc = time.perf_counter() - t
+    t = time.perf_counter()
+    back = idfzip.decompress(data, coder, batch_size=args.batch_size, device=args.device)
+    t_dec = time.perf_counter() - t
+    print(json.dumps({"ok": bool(np.array_equal(np.asarray(back), arr)),
+                      "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "bpd": 8 * len(data) / arr.size, "mb": arr.size / 1e6,
+                      "compress_s": t_enc, "decompress_s": t_dec}))
+
+
+def measure_memory(args) -> dict:
+    cmd = [sys.executable, __file__, "--memory-child", args.memory_size, "--device", "cpu",
+           "--model", args.model, "--tile", str(args.tile), "--batch-size", str(args.batch_size),
+           "--kodak", args.kodak]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--kodak", default=str(SHARED / "kodak"))
+    p.add_argument("--limit", type=int, default=0, help="first N Kodak images")
+    p.add_argument("--model", default="photo")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    p.add_argument("--tile", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--memory-size", default="6000x4000", help="WxH of the memory test photo")
+    p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--skip-others", action="store_true", help="no JPEG-XL")
+    p.add_argument("--out", default=None, help="folder for speed.md")
+    p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.memory_child:
+        return memory_child(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    files = sorted(Path(args.kodak).glob("*.png"))[: args.limit or None]
+    if not files:
+        raise SystemExit(f"{args.kodak}: no Kodak images")
+    images = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    mb = sum(a.size for a in images) / 1e6
+
+    import idfzip
+    from idfzip.api import coding_model
+    t = time.perf_counter()
+    coder = coding_model(args.model, args.device)
+    load_s = time.perf_counter() - t
+    idfzip.decompress(idfzip.compress(images[0], coder, device=args.device), coder,
+                      device=args.device)  # warm-up: tables, allocator, kernels
+    bits, t_enc, t_dec = idfzip_round_trips(images, coder, args)
+    first = Image.fromarray(images[0])
+    data = idfzip.compress(first, coder, tile=args.tile, batch_size=args.batch_size,
+                           device=args.device)
+    enc_shares = time_shares(lambda: idfzip.compress(first, coder, tile=args.tile,
+                                                     batch_size=args.batch_size,
+                                                     device=args.device))
+    dec_shares = time_shares(lambda: idfzip.decompress(data, coder, batch_size=args.batch_size,
+                                                       device=args.device))
+    device = (torch.cuda.get_device_name() if args.device == "cuda"
+              else f"CPU, {threads} threads ({os.cpu_count()} cores visible)")
+    rows = [(f"idfzip ({args.model}, {args.device})", bits / (mb * 1e6), mb / t_enc, mb / t_dec)]
+    if not args.skip_others:
+        codecs, note = imagecodecs_codecs(threads)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+        for name in ("JPEG-XL e7", "JPEG-XL e9"):
+            if name in codecs:
+                b, te, td = run_codec(images, *codecs[name])
+                rows.append((f"{name} ({threads} threads)", b / (mb * 1e6), mb / te, mb / td))
+
+    target = TARGET_MBS[args.device]
+    lines = [f"Kodak ({len(images)} images, {mb:.1f} MB of raw pixels), {device}; model load "
+             f"{load_s:.1f} s (not counted)", "",
+             "| codec | bpd | compress MB/s | decompress MB/s |", "|---|---|---|---|"]
+    lines += [f"| {n} | {b:.3f} | {e:.2f} | {d:.2f} |" for n, b, e, d in rows]
+    ok = lambda v: "meets" if v >= target else "misses"  # noqa: E731
+    lines += ["", f"Target {target} MB/s each way: compress {ok(mb / t_enc)}, "
+              f"decompress {ok(mb / t_dec)} ({mb / t_enc:.2f} / {mb / t_dec:.2f} MB/s).", "",
+              "Where the time goes (one photo, cProfile):", "",
+              "| | " + " | ".join(enc_shares) + " |", "|---" * (len(enc_shares) + 1) + "|"]
+    for label, shares in (("compress", enc_shares), ("decompress", dec_shares)):
+        lines.append(f"| {label} | " + " | ".join(f"{100 * v:.0f}%" for v in shares.values())
+                     + " |")
+    if not args.skip_memory:
+        m = measure_memory(args)
+        if not m["ok"]:
+            raise SystemExit("large photo round trip FAILED")
+        verdict = "meets" if m["peak_mb"] < MEMORY_TARGET_MB else "misses"
+        lines += ["", f"{args.memory_size} RGB photo on CPU ({m['mb']:.0f} MB raw, "
+                  f"{m['bpd']:.3f} bpd): peak RSS {m['peak_mb']:.0f} MB ({verdict} the "
+                  f"{MEMORY_TARGET_MB} MB target); compress {m['mb'] / m['compress_s']:.2f} MB/s, "
+                  f"decompress {m['mb'] / m['decompress_s']:.2f} MB/s."]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "speed.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
