@@ -13,6 +13,8 @@ batch size, thread count or machine.
 
 from __future__ import annotations
 
+import contextlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterable
 
 import constriction
@@ -31,6 +33,12 @@ def _flat(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy().reshape(-1)
 
 
+def _flat_batch(t: torch.Tensor, dtype=None) -> np.ndarray:
+    """(B, ...) tensor -> (B, n) NumPy array on the CPU."""
+    arr = t.detach().cpu().numpy().reshape(t.shape[0], -1)
+    return arr.astype(dtype) if dtype is not None else arr
+
+
 class FlowCodec:
     """Encodes and decodes batches of same-sized tiles with one integer flow model."""
 
@@ -47,21 +55,32 @@ class FlowCodec:
         return np.repeat(np.arange(c, dtype=np.int64), h * w)
 
     @torch.no_grad()
-    def encode(self, tiles: np.ndarray) -> list[bytes]:
-        """(B, C, h, w) uint8 tiles -> one compressed stream per tile."""
+    def analyse(self, tiles: np.ndarray) -> list[tuple]:
+        """(B, C, h, w) uint8 tiles -> per tile, what its stream codes: the flat latents and
+        prior parameters of each level (NumPy, on the CPU). This is the network's work."""
         with exact_arithmetic(self.model.device):
             latents, params = self.model.analyse(torch.from_numpy(tiles))
+        levels = [(_flat_batch(z, np.int64), _flat_batch(mean), _flat_batch(log_scale))
+                  for z, (mean, log_scale) in zip(latents[:-1], params)]
+        top = latents[-1]
+        tops = _flat_batch(top, np.int64)
+        return [([tuple(arr[i] for arr in level) for level in levels], tops[i], top.shape[1:])
+                for i in range(tiles.shape[0])]
+
+    def code(self, analysis: list[tuple]) -> list[bytes]:
+        """Entropy coding of :meth:`analyse`'s output: one stream per tile (CPU only)."""
         streams = []
-        for i in range(tiles.shape[0]):
+        for levels, top, top_shape in analysis:
             coder = constriction.stream.stack.AnsCoder()
-            for z, (mean, log_scale) in zip(latents[:-1], params):
-                encode_logistic(coder, _flat(z[i]).astype(np.int64), _flat(mean[i]),
-                                _flat(log_scale[i]))
-            top = latents[-1][i]
-            self.top_tables.encode(coder, _flat(top).astype(np.int64),
-                                   self._channel_index(top.shape))
+            for z, mean, log_scale in levels:
+                encode_logistic(coder, z, mean, log_scale)
+            self.top_tables.encode(coder, top, self._channel_index(top_shape))
             streams.append(coder.get_compressed().tobytes())
         return streams
+
+    def encode(self, tiles: np.ndarray) -> list[bytes]:
+        """(B, C, h, w) uint8 tiles -> one compressed stream per tile."""
+        return self.code(self.analyse(tiles))
 
     @torch.no_grad()
     def decode(self, streams: list[bytes], height: int, width: int) -> np.ndarray:
@@ -112,33 +131,69 @@ def _batches(grid, batch_size: int) -> Iterable[list[int]]:
             yield indices[k: k + batch_size]
 
 
+class _Inline:
+    """The executor interface, running everything at once in the calling thread."""
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        future.set_result(fn(*args))
+        return future
+
+    map = staticmethod(map)
+
+
+def _workers(codec: FlowCodec, overlap: bool | None, threads: int):
+    """Worker threads when overlapping, by default when the networks run on a GPU: then the
+    CPU's entropy coding of one batch and the GPU's network work on another proceed at the
+    same time. On a CPU both would compete for the same cores, so all runs in this thread."""
+    if codec.model.device.type == "cuda" if overlap is None else overlap:
+        return ThreadPoolExecutor(threads)
+    return contextlib.nullcontext(_Inline())
+
+
 def encode_image(codec: FlowCodec, image: np.ndarray, tile: int, batch_size: int = 4,
-                 progress: Progress | None = None) -> list[bytes]:
-    """(C, H, W) uint8 -> one stream per tile of :func:`tile_grid`."""
+                 progress: Progress | None = None, overlap: bool | None = None) -> list[bytes]:
+    """(C, H, W) uint8 -> one stream per tile of :func:`tile_grid`. With ``overlap``, a worker
+    thread entropy-codes each batch while the network analyses the next."""
     grid = tile_grid(image.shape[1], image.shape[2], tile)
     streams: list[bytes] = [b""] * len(grid)
-    for batch in _batches(grid, batch_size):
-        tiles = np.stack([image[:, t: t + h, l: l + w] for t, l, h, w in (grid[i] for i in batch)])
-        for i, stream in zip(batch, codec.encode(np.ascontiguousarray(tiles))):
+    pending: list = []
+
+    def finish(batch, job):
+        for i, stream in zip(batch, job.result()):
             streams[i] = stream
         if progress:
             progress(len(batch))
+    with exact_arithmetic(codec.model.device), _workers(codec, overlap, 1) as coder:
+        for batch in _batches(grid, batch_size):
+            tiles = np.stack([image[:, t: t + h, l: l + w]
+                              for t, l, h, w in (grid[i] for i in batch)])
+            pending.append((batch, coder.submit(codec.code, codec.analyse(tiles))))
+            while pending and pending[0][1].done():
+                finish(*pending.pop(0))
+        for batch, job in pending:
+            finish(batch, job)
     return streams
 
 
 def decode_image(codec: FlowCodec, streams: list[bytes], channels: int, height: int, width: int,
-                 tile: int, batch_size: int = 4, progress: Progress | None = None) -> np.ndarray:
-    """Inverse of :func:`encode_image`."""
+                 tile: int, batch_size: int = 4, progress: Progress | None = None,
+                 overlap: bool | None = None) -> np.ndarray:
+    """Inverse of :func:`encode_image`. With ``overlap``, two batches are decoded at once, so
+    one's entropy decoding runs while the other's networks do."""
     grid = tile_grid(height, width, tile)
     if len(streams) != len(grid):
         raise CodingError(f"expected {len(grid)} tile streams, found {len(streams)}")
     image = np.empty((channels, height, width), np.uint8)
-    for batch in _batches(grid, batch_size):
+
+    def decode_batch(batch):
         _, _, h, w = grid[batch[0]]
-        tiles = codec.decode([streams[i] for i in batch], h, w)
-        for i, tile_pixels in zip(batch, tiles):
-            t, l, _, _ = grid[i]
-            image[:, t: t + h, l: l + w] = tile_pixels
-        if progress:
-            progress(len(batch))
+        return batch, codec.decode([streams[i] for i in batch], h, w)
+    with exact_arithmetic(codec.model.device), _workers(codec, overlap, 2) as pool:
+        for batch, tiles in pool.map(decode_batch, _batches(grid, batch_size)):
+            for i, tile_pixels in zip(batch, tiles):
+                t, l, h, w = grid[i]
+                image[:, t: t + h, l: l + w] = tile_pixels
+            if progress:
+                progress(len(batch))
     return image

@@ -117,6 +117,22 @@ def test_decoding_is_independent_of_other_tiles_in_the_batch():
     np.testing.assert_array_equal(one_by_one, x)
 
 
+def test_overlapped_coding_gives_the_same_streams_and_pixels():
+    """The GPU pipeline (entropy coding in worker threads beside the networks) must not change
+    a bit; here it runs on the CPU, with progress reported for every tile either way."""
+    rng = np.random.default_rng(5)
+    x = chw(smooth(rng, 40, 56))
+    counts = {True: [], False: []}
+    streams = {overlap: encode_image(RGB_MODEL.codec, x, 16, batch_size=2, overlap=overlap,
+                                     progress=counts[overlap].append)
+               for overlap in (False, True)}
+    assert streams[True] == streams[False] and sum(counts[True]) == sum(counts[False]) == 12
+    for overlap in (False, True):
+        back = decode_image(RGB_MODEL.codec, streams[True], 3, 40, 56, 16, batch_size=2,
+                            overlap=overlap)
+        np.testing.assert_array_equal(back, x)
+
+
 # -- modes --------------------------------------------------------------------------------------
 
 def make_image(mode: str, rng, height=20, width=23, flat=True) -> Image.Image:
