@@ -233,7 +233,23 @@ parallel_options = [
                  help="Files coded at once, each in its own process with a share of the cores "
                       "(0: one per core). Outputs are the same as one at a time."),
     click.option("-r", "--recursive", is_flag=True,
-                 help="Code the files inside folders given as inputs (and their subfolders).")]
+                 help="Code the files inside folders given as inputs (and their subfolders)."),
+    click.option("--shard", default=None, metavar="K/N",
+                 help="Code only every N-th input file, starting at the K-th (0-based), of the "
+                      "sorted list: N machines or array jobs split a collection this way.")]
+
+
+def parse_shard(shard: str | None) -> tuple[int, int]:
+    if shard is None:
+        return 0, 1
+    try:
+        index, count = (int(v) for v in shard.split("/"))
+    except ValueError:
+        raise click.BadParameter(f"{shard!r} is not K/N", param_hint="--shard") from None
+    if not 0 <= index < count:
+        raise click.BadParameter(f"K must be between 0 and N-1 in {shard!r}",
+                                 param_hint="--shard")
+    return index, count
 
 
 def code_files(work, jobs, workers: int, quiet: bool, verbose: bool) -> None:
@@ -277,15 +293,19 @@ def code_files(work, jobs, workers: int, quiet: bool, verbose: bool) -> None:
         raise click.ClickException(f"{failed} of {len(jobs)} files failed")
 
 
-def make_jobs(inputs, output, suffixes, out_suffix, recursive, **settings):
+def make_jobs(inputs, output, suffixes, out_suffix, recursive, shard, **settings):
     from .jobs import Job, expand_inputs, output_for
     if output and len(inputs) > 1:
         raise click.UsageError("-o/--output needs exactly one input")
     if "-" in inputs and len(inputs) > 1:
         raise click.UsageError("'-' (standard input) must be the only input")
+    index, count = parse_shard(shard)
     paths = expand_inputs(inputs, suffixes, recursive)
+    if count > 1:
+        paths = sorted(paths)[index::count]
     if not paths:
-        raise click.UsageError("no files to code in the folders given")
+        raise click.UsageError("no files to code" + (" in this shard" if count > 1 else
+                                                     " in the folders given"))
     if output and len(paths) > 1:
         raise click.UsageError("-o/--output needs exactly one input")
     return [Job(path, output_for(path, output, out_suffix), **settings) for path in paths]
@@ -306,10 +326,10 @@ def make_jobs(inputs, output, suffixes, out_suffix, recursive, **settings):
 @with_options(verbosity)
 @friendly_errors
 def compress(inputs, output, force, model_name, device, batch_size, tile, jobs, recursive,
-             quiet, verbose):
+             shard, quiet, verbose):
     """Compress images losslessly into .idf files."""
     from .jobs import IMAGE_SUFFIXES, compress_file
-    work = make_jobs(inputs, output, IMAGE_SUFFIXES, ".idf", recursive, force=force,
+    work = make_jobs(inputs, output, IMAGE_SUFFIXES, ".idf", recursive, shard, force=force,
                      model=model_name, device=resolve_device(device), batch_size=batch_size,
                      tile=tile)
     code_files(compress_file, work, jobs, quiet, verbose)
@@ -328,11 +348,11 @@ def compress(inputs, output, force, model_name, device, batch_size, tile, jobs, 
 @with_options(parallel_options)
 @with_options(verbosity)
 @friendly_errors
-def decompress(inputs, output, force, model_name, device, batch_size, jobs, recursive, quiet,
-               verbose):
+def decompress(inputs, output, force, model_name, device, batch_size, jobs, recursive, shard,
+               quiet, verbose):
     """Decompress .idf files back to the exact original images."""
     from .jobs import decompress_file
-    work = make_jobs(inputs, output, (".idf",), ".png", recursive, force=force,
+    work = make_jobs(inputs, output, (".idf",), ".png", recursive, shard, force=force,
                      model=model_name, device=resolve_device(device), batch_size=batch_size)
     code_files(decompress_file, work, jobs, quiet, verbose)
 

@@ -4,6 +4,7 @@ form that goes into idfzip/weights/ (and whose sha256 is pinned in idfzip/zoo.py
 
     python scripts/train_default.py photo            # resumable: run it again to continue
     python scripts/train_default.py cifar10 --device cuda
+    python scripts/train_default.py photo --nproc 2 --threads 1   # data-parallel, 2 processes
 
 Training continues from data/checkpoints/MODEL.pt (model, optimiser and step of the latest
 run, at or beyond the shipped weights) when runs/MODEL has no checkpoint yet, so every sitting
@@ -53,6 +54,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None, help="stop (or pause) after this step")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--nproc", type=int, default=1,
+                   help="data-parallel processes on this machine (torchrun); same results")
     p.add_argument("--out", default=None, help="run folder (default runs/MODEL)")
     p.add_argument("--export-only", action="store_true", help="only export the last model.pt")
     args = p.parse_args()
@@ -63,7 +66,11 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)  # continue where the shipped model stopped
         shutil.copyfile(shipped, out / "checkpoint.pt")
     if not args.export_only:
-        cmd = [sys.executable, "-m", "idfzip", "train", "--out", str(out), "--resume",
+        launcher = [sys.executable]
+        if args.nproc > 1:
+            launcher += ["-m", "torch.distributed.run", "--standalone",
+                         f"--nproc_per_node={args.nproc}"]
+        cmd = [*launcher, "-m", "idfzip", "train", "--out", str(out), "--resume",
                "--device", args.device, "--steps", str(args.steps or recipe["steps"]),
                *recipe["args"]]
         for source in recipe["data"]:

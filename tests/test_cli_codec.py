@@ -210,6 +210,20 @@ def test_a_failing_file_among_many_is_one_line_and_the_others_are_coded(tmp_path
         assert not (tmp_path / "bad.idf").exists() and leftovers(tmp_path) == []
 
 
+def test_shards_split_a_collection_without_overlap_or_gaps(tmp_path, model_file):
+    images = write_tree(tmp_path)
+    for k in range(3):
+        result = invoke("compress", "-r", tmp_path, "--shard", f"{k}/3", "--model", model_file)
+        assert result.exit_code == 0, result.output
+        coded = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.idf"))
+        expected = sorted(str(Path(rel).with_suffix(".idf"))
+                          for i, rel in enumerate(sorted(images)) if i % 3 <= k)
+        assert coded == expected  # shard k adds files k, k + 3, ... of the sorted list
+    for bad in ("3/3", "x", "1/0"):
+        result = invoke("compress", "-r", tmp_path, "--shard", bad, "--model", model_file)
+        assert result.exit_code == 2 and "--shard" in result.output
+
+
 def test_folder_and_stdin_misuse_are_usage_errors(tmp_path, photo, model_file):
     result = invoke("compress", tmp_path, "--model", model_file)
     assert result.exit_code == 1 and "use -r" in result.output
