@@ -205,9 +205,12 @@ def _decode_flow(c: Container, model, batch_size: int, progress, device) -> Imag
         raise ModelError(f"this file needs model {c.model_name!r}, which cannot be loaded "
                          f"({err}); pass --model") from None
     if coder.sha256[:MODEL_ID_BYTES] != c.model_id:
+        hint = ("; it comes from another release of that model: decode it with the idfzip "
+                "version that made it, or pass --model with those weights"
+                if c.model_name == coder.name else "")
         raise ModelError(f"this file was made with model {c.model_name!r} "
                          f"(weights {c.model_id.hex()}), not with "
-                         f"{coder.name!r} (weights {coder.sha256[:MODEL_ID_BYTES].hex()})")
+                         f"{coder.name!r} (weights {coder.sha256[:MODEL_ID_BYTES].hex()}){hint}")
     channels = FLOW_MODES.get(c.mode)
     if channels != coder.channels:
         raise CodingError("corrupted .idf header (mode does not match the model)")
