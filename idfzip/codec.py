@@ -169,7 +169,7 @@ def encode_image(codec: FlowCodec, image: np.ndarray, tile: int, batch_size: int
             tiles = np.stack([image[:, t: t + h, l: l + w]
                               for t, l, h, w in (grid[i] for i in batch)])
             pending.append((batch, coder.submit(codec.code, codec.analyse(tiles))))
-            while pending and pending[0][1].done():
+            while pending and (pending[0][1].done() or len(pending) > 2):  # bounded queue
                 finish(*pending.pop(0))
         for batch, job in pending:
             finish(batch, job)
