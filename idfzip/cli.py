@@ -6,6 +6,7 @@ import contextlib
 import functools
 import os
 import sys
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import fields
 from pathlib import Path
 
@@ -267,6 +268,9 @@ def code_files(work, jobs, workers: int, quiet: bool, verbose: bool) -> None:
             if verbose and not quiet:
                 click.echo(f"{job.path} -> {done.job.out}: {done.summary}", err=True)
             return
+        if isinstance(error, BrokenProcessPool):
+            raise click.ClickException(f"{job.path}: a worker process died (out of memory?); "
+                                       "try fewer jobs (-j)")
         if len(jobs) == 1 or not isinstance(error, EXPECTED_ERRORS):
             raise error
         failed += 1

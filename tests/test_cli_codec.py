@@ -451,3 +451,16 @@ def test_pillow_refuses_a_damaged_idf(tmp_path):
     with pytest.raises((ValueError, OSError)):
         with Image.open(path) as im:
             im.load()
+
+
+def test_a_worker_that_dies_is_one_line_not_a_traceback(tmp_path, model_file, monkeypatch):
+    from idfzip import jobs
+
+    def died(work, jobs_, workers):
+        from concurrent.futures.process import BrokenProcessPool
+        yield jobs_[0], None, BrokenProcessPool("a child process terminated abruptly")
+    monkeypatch.setattr(jobs, "run_jobs", died)
+    write_tree(tmp_path)
+    result = invoke("compress", "-r", tmp_path, "-j", 2, "--model", model_file)
+    assert result.exit_code == 1 and "worker process died" in result.output
+    assert "Traceback" not in result.output
