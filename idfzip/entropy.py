@@ -112,8 +112,10 @@ def _groups(keys: np.ndarray):
     """(key, positions) for each table in use, in one canonical order."""
     # keys are < 2^15, and numpy's stable sort of 16-bit integers is a linear radix sort
     order = np.argsort(keys.astype(np.int16), kind="stable")
-    bounds = np.flatnonzero(np.diff(keys[order])) + 1
-    return [(int(keys[idx[0]]), idx) for idx in np.split(order, bounds) if idx.size]
+    sorted_keys = keys[order]
+    starts = np.flatnonzero(np.diff(sorted_keys, prepend=-1))  # first index of each key
+    ends = np.append(starts[1:], order.size)
+    return [(int(sorted_keys[a]), order[a:b]) for a, b in zip(starts.tolist(), ends.tolist())]
 
 
 def _encode_raw(coder, values: np.ndarray) -> None:
