@@ -40,7 +40,7 @@ class ShippedModel:
 SHIPPED: dict[str, ShippedModel] = {
     # Reproduce with scripts/train_default.py; recipes, hardware and wall time in the README.
     "photo": ShippedModel(
-        "photo", "photo.pt", "918dd7aa841c3b4b8bd0577dbfb3a2b528da3961b78a934e221eb79da50deb0b"),
+        "photo", "photo.pt", "cb8726df11a26a072102bf56d7373e408bed5824ef02209672baec41003fafbb"),
     "photo-grey": ShippedModel(
         "photo-grey", "photo-grey.pt",
         "162fe29a3a8a94a55e38edcb81cc23f46873dc6a5680e255518b1663c01dab3a"),
