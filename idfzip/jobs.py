@@ -10,6 +10,7 @@ once and keeps it for all the files it codes.
 from __future__ import annotations
 
 import io
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -150,8 +151,6 @@ def run_jobs(work: Callable[[Job], Done], jobs: list[Job],
     each finishes; a failed job yields its exception (expected errors are ValueError or
     OSError) and the others go on."""
     threads = max(1, available_cores() // workers)
-    import multiprocessing
-
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_start_worker, initargs=(threads,)) as pool:
         futures = {pool.submit(work, job): job for job in jobs}
