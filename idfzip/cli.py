@@ -171,6 +171,13 @@ def sample(count, height, width, temperature, seed, output, model_name, device):
 @click.option("--crop", type=click.IntRange(2), default=None, help="Training patch side.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None)
 @click.option("--warmup-steps", type=click.IntRange(0), default=None)
+@click.option("--decay-per-1000", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Learning-rate factor per 1000 steps [0.97].")
+@click.option("--anneal-from", type=click.IntRange(0), default=None,
+              help="Step from which the learning rate decays at --anneal-decay-per-1000 "
+                   "instead, to finish a run.")
+@click.option("--anneal-decay-per-1000", type=click.FloatRange(0, 1, min_open=True),
+              default=None, help="Faster decay of the anneal phase [0.85].")
 @click.option("--seed", type=int, default=None)
 @click.option("--eval-every", type=click.IntRange(1), default=None)
 @click.option("--checkpoint-every", type=click.IntRange(1), default=None)

@@ -36,6 +36,8 @@ class TrainConfig:
     lr: float = 3e-3
     warmup_steps: int = 500
     decay_per_1000: float = 0.97
+    anneal_from: int | None = None  # from this step on, decay at anneal_decay_per_1000
+    anneal_decay_per_1000: float = 0.85
     seed: int = 0
     holdout_fraction: float = 0.02
     eval_every: int = 1000
@@ -45,8 +47,15 @@ class TrainConfig:
     fake_quant: bool = False  # quantisation-aware: train on the integer export's grids
 
     def lr_at(self, step: int) -> float:
+        """A pure function of ``step`` (exact resumption). The optional anneal phase lets a
+        run that has plateaued at the slow decay be finished with a faster one, continuously:
+        it changes the rate of decay at ``anneal_from``, not the learning rate itself."""
         warm = min(1.0, (step + 1) / max(1, self.warmup_steps))
-        return self.lr * warm * self.decay_per_1000 ** (step / 1000.0)
+        slow, fast = step, 0
+        if self.anneal_from is not None and step > self.anneal_from:
+            slow, fast = self.anneal_from, step - self.anneal_from
+        return (self.lr * warm * self.decay_per_1000 ** (slow / 1000.0)
+                * self.anneal_decay_per_1000 ** (fast / 1000.0))
 
 
 def evaluate(model: IntegerDiscreteFlow, images: list[np.ndarray], batch_size: int = 64) -> float:

@@ -30,8 +30,9 @@ RECIPES = {
     "photo": {
         "data": [SHARED / "photos_train" / "crops.npz", SHARED / "photos_train" / "wikipedia_half"],
         "args": ["--preset", "photo", "--batch-size", "16", "--crop", "64", "--lr", "3e-3",
-                 "--warmup-steps", "500", "--seed", "0", "--eval-every", "500"],
-        "steps": 200000,
+                 "--warmup-steps", "500", "--seed", "0", "--eval-every", "500",
+                 "--anneal-from", "33800", "--anneal-decay-per-1000", "0.85"],
+        "steps": 50000,
     },
     "photo-grey": {
         "data": [SHARED / "photos_train" / "crops.npz", SHARED / "photos_train" / "wikipedia_half"],
@@ -42,8 +43,9 @@ RECIPES = {
     "cifar10": {
         "data": [SHARED / "cifar10"],
         "args": ["--preset", "cifar10", "--batch-size", "32", "--crop", "32", "--lr", "3e-3",
-                 "--warmup-steps", "500", "--seed", "0", "--eval-every", "1000"],
-        "steps": 200000,
+                 "--warmup-steps", "500", "--seed", "0", "--eval-every", "1000",
+                 "--anneal-from", "7200", "--anneal-decay-per-1000", "0.9"],
+        "steps": 35000,
     },
 }
 

@@ -84,6 +84,16 @@ def test_lr_schedule_warms_up_then_decays():
     assert cfg.lr_at(2000) == pytest.approx(0.25e-3)
 
 
+def test_anneal_phase_changes_the_rate_of_decay_without_a_jump():
+    slow = TrainConfig(lr=1e-3, warmup_steps=0, decay_per_1000=0.9)
+    cfg = TrainConfig(lr=1e-3, warmup_steps=0, decay_per_1000=0.9, anneal_from=3000,
+                      anneal_decay_per_1000=0.5)
+    for step in (0, 1500, 3000):
+        assert cfg.lr_at(step) == slow.lr_at(step)
+    assert cfg.lr_at(3001) == pytest.approx(slow.lr_at(3000), rel=1e-3)
+    assert cfg.lr_at(5000) == pytest.approx(1e-3 * 0.9 ** 3 * 0.25)
+
+
 def _images(folder):
     from idfzip.data import load_images
     return load_images(folder)
