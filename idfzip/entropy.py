@@ -104,18 +104,26 @@ def quantize_logistic(mean: np.ndarray, log_scale: np.ndarray) -> tuple[np.ndarr
     return centre.astype(np.int64), (scale_index * FRACTIONS + fraction).astype(np.int64)
 
 
+@lru_cache(maxsize=1)
+def _window_of_scale() -> np.ndarray:
+    return np.array([window(i) for i in range(SCALES)], dtype=np.int64)
+
+
 def _windows(keys: np.ndarray) -> np.ndarray:
-    return np.array([window(i) for i in range(SCALES)], dtype=np.int64)[keys // FRACTIONS]
+    return _window_of_scale()[keys // FRACTIONS]
 
 
-def _groups(keys: np.ndarray):
-    """(key, positions) for each table in use, in one canonical order."""
+def _groups(keys: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """``order`` (positions sorted by table, stably) and ``(key, start, end)`` of each table's
+    run in that order: one canonical order, and each run a contiguous slice of a single
+    gather, not a gather of its own (tables number in the hundreds per call)."""
     # keys are < 2^15, and numpy's stable sort of 16-bit integers is a linear radix sort
     order = np.argsort(keys.astype(np.int16), kind="stable")
     sorted_keys = keys[order]
     starts = np.flatnonzero(np.diff(sorted_keys, prepend=-1))  # first index of each key
-    ends = np.append(starts[1:], order.size)
-    return [(int(sorted_keys[a]), order[a:b]) for a, b in zip(starts.tolist(), ends.tolist())]
+    bounds = np.append(starts, order.size).tolist()
+    runs = zip(sorted_keys[starts].tolist(), bounds[:-1], bounds[1:])
+    return order, list(runs)
 
 
 def _encode_raw(coder, values: np.ndarray) -> None:
@@ -140,16 +148,21 @@ def encode_with_tables(coder, values: np.ndarray, keys: np.ndarray,
     escaped = np.abs(d) > windows
     _encode_raw(coder, values[escaped])
     symbols = np.where(escaped, 2 * windows + 1, d + windows).astype(np.int32)
-    for key, idx in _groups(keys):
-        coder.encode_reverse(symbols[idx], table(key))
+    order, runs = _groups(keys)
+    symbols = symbols[order]
+    for key, start, end in runs:
+        coder.encode_reverse(symbols[start:end], table(key))
 
 
 def decode_with_tables(coder, keys: np.ndarray, offsets: np.ndarray, windows: np.ndarray,
                        table) -> np.ndarray:
     """Inverse of :func:`encode_with_tables`."""
-    symbols = np.empty(keys.shape, np.int64)
-    for key, idx in reversed(_groups(keys)):
-        symbols[idx] = coder.decode(table(key), idx.size)
+    order, runs = _groups(keys)
+    in_order = np.empty(keys.shape, np.int64)
+    for key, start, end in reversed(runs):
+        in_order[start:end] = coder.decode(table(key), end - start)
+    symbols = np.empty_like(in_order)
+    symbols[order] = in_order
     escaped = symbols == 2 * windows + 1
     values = symbols - windows + offsets
     values[escaped] = _decode_raw(coder, int(escaped.sum()))
