@@ -24,7 +24,7 @@ from .entropy import CodingError
 from .intnet import to_integer
 from .model import IntegerDiscreteFlow
 from .weights import ModelError, weights_sha256
-from .zoo import DEFAULT_MODEL, DEFAULT_MODELS, SHIPPED, load_model
+from .zoo import DEFAULT_MODEL, DEFAULT_MODELS, SHIPPED, load_model, release
 
 DEFAULT_TILE = 512
 DEFAULT_BATCH = 2
@@ -49,21 +49,29 @@ class CodingModel:
         return self
 
 
+def coding_model(name_or_path: str = DEFAULT_MODEL, device: str = "cpu",
+                 model_id: bytes | None = None) -> CodingModel:
+    """Load (once per process, device and release) a model by name or path, exported to
+    integer arithmetic; ``model_id`` picks the release of a shipped model a file was made
+    with."""
+    if name_or_path in SHIPPED:  # one cache entry per release, however its id was given
+        model_id = bytes.fromhex(release(name_or_path, model_id).sha256)
+    return _coding_model(name_or_path, device, model_id)
+
+
 @lru_cache(maxsize=8)
-def coding_model(name_or_path: str = DEFAULT_MODEL, device: str = "cpu") -> CodingModel:
-    """Load (once per process and device) a model by name or path, exported to integer
-    arithmetic."""
-    model = load_model(name_or_path)
+def _coding_model(name_or_path: str, device: str, model_id: bytes | None) -> CodingModel:
+    model = load_model(name_or_path, model_id)
     name = name_or_path if not Path(name_or_path).suffix else Path(name_or_path).stem
     return CodingModel(model, name).to(device)
 
 
-def _resolve(model, device: str = "cpu") -> CodingModel:
+def _resolve(model, device: str = "cpu", model_id: bytes | None = None) -> CodingModel:
     if isinstance(model, CodingModel):
         return model
     if isinstance(model, IntegerDiscreteFlow):
         return CodingModel(model, getattr(model, "name", "custom"))
-    return coding_model(str(model), device)
+    return coding_model(str(model), device, model_id)
 
 
 def _flow_model(mode: str, model, device: str) -> CodingModel | None:
@@ -200,13 +208,14 @@ def _open_png(payload: bytes, mode: str, size) -> Image.Image:
 
 def _decode_flow(c: Container, model, batch_size: int, progress, device) -> Image.Image:
     try:
-        coder = _resolve(model if model is not None else c.model_name, device)
+        coder = _resolve(model if model is not None else c.model_name, device, c.model_id)
     except ModelError as err:
         raise ModelError(f"this file needs model {c.model_name!r}, which cannot be loaded "
                          f"({err}); pass --model") from None
     if coder.sha256[:MODEL_ID_BYTES] != c.model_id:
-        hint = ("; it comes from another release of that model: decode it with the idfzip "
-                "version that made it, or pass --model with those weights"
+        hint = ("; it comes from a release of that model this version does not ship: "
+                "decode it with the idfzip version that made it, or pass --model with those "
+                "weights"
                 if c.model_name == coder.name else "")
         raise ModelError(f"this file was made with model {c.model_name!r} "
                          f"(weights {c.model_id.hex()}), not with "

@@ -1,8 +1,9 @@
 """Named model presets and the weights shipped with the package.
 
 A preset is an architecture (:class:`FlowConfig`); a shipped model is a preset plus a weight
-file in ``idfzip/weights/`` whose sha256 is pinned here, so a file coded with a named model
-names exactly one set of weights.
+file in ``idfzip/weights/`` whose sha256 is pinned here. A file records its model's name and
+the first bytes of that sha256; when retraining replaces a shipped model's weights, the old
+ones stay in ``EARLIER``, so files made by an earlier release still decode.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ PRESETS: dict[str, FlowConfig] = {
                           prior_hidden=64, prior_depth=2),
 }
 
+WEIGHTS = resources.files("idfzip") / "weights"
 DEFAULT_MODEL = "photo"
 DEFAULT_MODELS = {3: "photo", 1: "photo-grey"}  # by channel count: colour and grey images
 
@@ -49,6 +51,11 @@ SHIPPED: dict[str, ShippedModel] = {
 }
 
 
+# Weights that ``SHIPPED`` had in earlier releases; decoding picks them by the id in a file.
+EARLIER: dict[str, tuple[ShippedModel, ...]] = {
+}
+
+
 def preset(name: str) -> FlowConfig:
     try:
         return PRESETS[name]
@@ -56,12 +63,24 @@ def preset(name: str) -> FlowConfig:
         raise ModelError(f"unknown preset {name!r}; presets: {', '.join(sorted(PRESETS))}") from None
 
 
-def load_model(name_or_path: str = DEFAULT_MODEL) -> IntegerDiscreteFlow:
-    """Load a shipped model by name, or any model file by path."""
+def release(name: str, model_id: bytes | None = None) -> ShippedModel:
+    """The weights of shipped model ``name`` whose sha256 starts with ``model_id`` (the id
+    a file records), current or earlier; the current ones when none match or no id is given."""
+    current = SHIPPED[name]
+    if model_id:
+        for entry in (current, *EARLIER.get(name, ())):
+            if bytes.fromhex(entry.sha256).startswith(model_id):
+                return entry
+    return current
+
+
+def load_model(name_or_path: str = DEFAULT_MODEL,
+               model_id: bytes | None = None) -> IntegerDiscreteFlow:
+    """Load a shipped model by name (the release with ``model_id``, see :func:`release`), or
+    any model file by path."""
     if name_or_path in SHIPPED:
-        entry = SHIPPED[name_or_path]
-        path = resources.files("idfzip") / "weights" / entry.filename
-        with resources.as_file(path) as file:
+        entry = release(name_or_path, model_id)
+        with resources.as_file(WEIGHTS / entry.filename) as file:
             model = load_model_file(file, expected_sha256=entry.sha256)
         model.name = name_or_path
         return model

@@ -408,7 +408,7 @@ def test_pillow_opens_flow_files_with_the_model_resolved(tmp_path, monkeypatch):
         assert (im.format, im.size, im.mode) == ("IDF", (27, 20), "RGB")
     resolved = []
     monkeypatch.setattr(idfzip.api, "_resolve",
-                        lambda m, device="cpu": resolved.append(m) or coder)
+                        lambda m, device="cpu", model_id=None: resolved.append(m) or coder)
     with Image.open(path) as im:
         np.testing.assert_array_equal(np.asarray(im), smooth(3, 20, 27))
         assert im.info["icc_profile"] == b"fake-icc"

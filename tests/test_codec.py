@@ -445,3 +445,35 @@ def test_bitstream_is_stable():
                     tile=16)
     assert describe(data)["method"] == "flow"
     assert hashlib.sha256(data).hexdigest()[:16] == "040e0c42c4706422"
+
+
+@pytest.fixture
+def shipped_tiny(tmp_path, monkeypatch):
+    """A shipped model 'tiny' with a current and an earlier release (weights in tmp_path)."""
+    from idfzip import api, zoo
+    from idfzip.intnet import to_integer
+    from idfzip.weights import save_model
+    earlier = to_integer(sharp_model(seed=0))
+    earlier_sha = save_model(earlier, tmp_path / "tiny-earlier.pt")
+    current_sha = save_model(to_integer(sharp_model(seed=1)), tmp_path / "tiny.pt")
+    monkeypatch.setattr(zoo, "WEIGHTS", tmp_path)
+    monkeypatch.setitem(zoo.SHIPPED, "tiny", zoo.ShippedModel("tiny", "tiny.pt", current_sha))
+    api._coding_model.cache_clear()
+    yield earlier, zoo.ShippedModel("tiny", "tiny-earlier.pt", earlier_sha), current_sha
+    api._coding_model.cache_clear()
+
+
+def test_files_of_an_earlier_release_of_a_shipped_model_still_decode(shipped_tiny, monkeypatch):
+    from idfzip import zoo
+    earlier, earlier_entry, current_sha = shipped_tiny
+    image = Image.fromarray(mid_grey(np.random.default_rng(3), 20, 28))
+    old_file = compress(image, CodingModel(earlier, "tiny"), tile=16)
+    new_file = compress(image, "tiny", tile=16)
+    assert describe(new_file)["model_id"] == current_sha[:16]
+    assert describe(old_file)["model_id"] == earlier_entry.sha256[:16]
+    with pytest.raises(ModelError, match="does not ship"):
+        decompress(old_file)  # the earlier weights are not listed
+    monkeypatch.setitem(zoo.EARLIER, "tiny", (earlier_entry,))
+    for data in (old_file, new_file):
+        same_image(decompress(data), image)
+        same_image(decompress(data, "tiny"), image)  # naming the model picks the release too

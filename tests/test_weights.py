@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from idfzip.weights import ModelError, load_model_file, save_model, weights_sha256
-from idfzip.zoo import PRESETS, SHIPPED, load_model
+from idfzip.zoo import EARLIER, PRESETS, SHIPPED, load_model
 
 from .conftest import tiny_model
 
@@ -61,3 +61,11 @@ def test_shipped_models_load_and_match_their_preset(name):
     model = load_model(name)
     assert model.config == PRESETS[SHIPPED[name].preset]
     assert model.sha256 == SHIPPED[name].sha256
+
+
+@pytest.mark.parametrize("name,entry", [(name, entry) for name, entries in sorted(EARLIER.items())
+                                        for entry in entries])
+def test_earlier_releases_load_by_the_id_files_record(name, entry):
+    model = load_model(name, bytes.fromhex(entry.sha256[:16]))
+    assert model.config == PRESETS[entry.preset] == PRESETS[SHIPPED[name].preset]
+    assert model.sha256 == entry.sha256 != SHIPPED[name].sha256
