@@ -11,8 +11,8 @@ run, at or beyond the shipped weights) when runs/MODEL has no checkpoint yet, so
 adds to the last one.
 
 Each recipe names its data (from ../shared/data beside the repository), preset, steps, batch,
-crop, learning rate and seed; the hardware and wall time of the shipped run are in RECIPES'
-notes and in the README.
+crop, learning-rate schedule and seed; the hardware and wall time of each shipped run are in the
+README's table of shipped models.
 """
 
 from __future__ import annotations
