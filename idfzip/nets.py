@@ -43,7 +43,11 @@ class ConvNet(nn.Module):
     The last convolution starts at zero, so a coupling built on this network starts as the
     identity and a prior starts at its bias. With ``fake_quant`` set (quantisation-aware
     training), weights, biases and activations are rounded to the grids of the integer export
-    in the forward pass, so the float network computes what its export will.
+    in the forward pass, so the float network computes what its export will. With
+    ``hidden_dtype`` set (training in bfloat16), all but the last convolution run autocast to
+    that type, about twice as fast on CPUs with bfloat16 units (AMX) and on GPUs; the last one
+    stays in float32 because its outputs (translations, prior means) live in latent units,
+    where bfloat16 would be coarser than an integer step.
     """
 
     def __init__(self, in_channels: int, out_channels: int, hidden: int, depth: int):
@@ -57,9 +61,14 @@ class ConvNet(nn.Module):
         nn.init.zeros_(self.layers[-1].weight)
         nn.init.zeros_(self.layers[-1].bias)
         self.fake_quant = False
+        self.hidden_dtype: torch.dtype | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.clamp(-INPUT_LIMIT, INPUT_LIMIT) * INPUT_SCALE
+        if not self.fake_quant and self.hidden_dtype is not None:
+            with torch.autocast(h.device.type, dtype=self.hidden_dtype):
+                h = self.layers[:-1](h)
+            return self.layers[-1](h.float())
         if not self.fake_quant:
             return self.layers(h)
         bits = INPUT_BITS

@@ -45,6 +45,7 @@ class TrainConfig:
     eval_max_images: int = 500
     checkpoint_every: int = 200
     fake_quant: bool = False  # quantisation-aware: train on the integer export's grids
+    precision: str = "float32"  # or "bfloat16": hidden layers autocast (see ConvNet)
 
     def lr_at(self, step: int) -> float:
         """A pure function of ``step`` (exact resumption). The optional anneal phase lets a
@@ -122,6 +123,7 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
     for module in model.modules():
         if isinstance(module, ConvNet):
             module.fake_quant = config.fake_quant
+            module.hidden_dtype = None if config.precision == "float32" else torch.bfloat16
 
     def checkpoint():
         distributed.check_replicas(model, replica)

@@ -31,7 +31,8 @@ RECIPES = {
         "data": [SHARED / "photos_train" / "crops.npz", SHARED / "photos_train" / "wikipedia_half"],
         "args": ["--preset", "photo", "--batch-size", "16", "--crop", "64", "--lr", "3e-3",
                  "--warmup-steps", "500", "--seed", "0", "--eval-every", "500",
-                 "--anneal-from", "33800", "--anneal-decay-per-1000", "0.85"],
+                 "--anneal-from", "33800", "--anneal-decay-per-1000", "0.85",
+                 "--precision", "bfloat16"],
         "steps": 50000,
     },
     "photo-grey": {
@@ -44,7 +45,8 @@ RECIPES = {
         "data": [SHARED / "cifar10"],
         "args": ["--preset", "cifar10", "--batch-size", "32", "--crop", "32", "--lr", "3e-3",
                  "--warmup-steps", "500", "--seed", "0", "--eval-every", "1000",
-                 "--anneal-from", "7200", "--anneal-decay-per-1000", "0.9"],
+                 "--anneal-from", "7200", "--anneal-decay-per-1000", "0.9",
+                 "--precision", "bfloat16"],
         "steps": 35000,
     },
 }

@@ -106,3 +106,21 @@ def test_quantisation_aware_training_runs_on_the_export_grids(image_folder, tmp_
     nets = [m for m in model.modules() if isinstance(m, ConvNet)]
     assert nets and all(net.fake_quant for net in nets)
     assert_learned(model, image_folder)
+
+
+def test_bfloat16_training_learns_and_keeps_the_last_layer_in_float32(image_folder, tmp_path):
+    from idfzip.nets import ConvNet
+    config = TrainConfig(**{**CONFIG.__dict__, "precision": "bfloat16"})
+    model = run(image_folder, tmp_path / "bf16", config)
+    net = next(m for m in model.modules() if isinstance(m, ConvNet))
+    assert net.hidden_dtype == torch.bfloat16
+    x = torch.randint(-300, 300, (2, net.layers[0].in_channels, 8, 8)).float()
+    with torch.no_grad():
+        half = net(x)
+        net.hidden_dtype = None
+        full = net(x)
+    assert half.dtype == torch.float32 and not torch.equal(half, full)  # bfloat16 inside
+    assert torch.allclose(half, full, atol=0.05 * float(full.abs().max()) + 1e-3)
+    assert_learned(model, image_folder)
+    loaded = load_model_file(tmp_path / "bf16" / MODEL_NAME)  # a plain float32 model again
+    assert all(m.hidden_dtype is None for m in loaded.modules() if isinstance(m, ConvNet))
