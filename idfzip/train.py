@@ -103,7 +103,9 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
             f"images each per step")
 
     torch.manual_seed(config.seed)
-    model = IntegerDiscreteFlow(model_config).to(device)
+    # channels-last weights: oneDNN's fastest convolutions on CPU (1.4x in float32, and needed
+    # for bfloat16's gain); the values, the hash and the exported model are unchanged
+    model = IntegerDiscreteFlow(model_config).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adamax(model.parameters(), lr=config.lr)
     step, history = 0, []
     ckpt_path = out_dir / CHECKPOINT_NAME
