@@ -18,6 +18,7 @@ from .data import DataError
 from .files import read_input, refuse_to_clobber
 from .imageio import ImageReadError, image_grid, read_image, to_pil
 from .jobs import available_cores
+from .nets import PRECISIONS
 from .weights import ModelError
 from .zoo import DEFAULT_MODEL, PRESETS
 
@@ -186,10 +187,9 @@ def sample(count, height, width, temperature, seed, output, model_name, device):
 @click.option("--fake-quant", is_flag=True, default=None,
               help="Quantisation-aware training on the integer export's grids (for fine-tuning "
                    "with --init; the export costs <0.001 bpd even without it).")
-@click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default=None,
-              help="bfloat16 runs the networks' hidden layers in bfloat16: about twice as "
-                   "fast on GPUs and CPUs with bfloat16 units (AMX), slower on others "
-                   "[float32].")
+@click.option("--precision", type=click.Choice(list(PRECISIONS)), default=None,
+              help="bfloat16 runs the networks' hidden layers in bfloat16: faster on GPUs "
+                   "and CPUs with bfloat16 units (AMX), slower on others [float32].")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt if it exists.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None,

@@ -28,6 +28,8 @@ INPUT_SCALE = 2.0**-INPUT_BITS
 # Network outputs that live in latent units (translations, prior means) are this factor
 # times the raw output, so that an optimiser step of ~1e-3 moves them by a useful amount.
 OUTPUT_SCALE = 16.0
+# Training precisions: the dtype a ConvNet's hidden layers are autocast to (None: float32).
+PRECISIONS: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 class BoundedReLU(nn.Module):
@@ -45,7 +47,7 @@ class ConvNet(nn.Module):
     training), weights, biases and activations are rounded to the grids of the integer export
     in the forward pass, so the float network computes what its export will. With
     ``hidden_dtype`` set (training in bfloat16), all but the last convolution run autocast to
-    that type, about twice as fast on CPUs with bfloat16 units (AMX) and on GPUs; the last one
+    that type, faster on CPUs with bfloat16 units (AMX) and on GPUs; the last one
     stays in float32 because its outputs (translations, prior means) live in latent units,
     where bfloat16 would be coarser than an integer step.
     """

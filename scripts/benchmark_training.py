@@ -18,10 +18,8 @@ import time
 import torch
 
 from idfzip.model import IntegerDiscreteFlow
-from idfzip.nets import ConvNet
+from idfzip.nets import PRECISIONS, ConvNet
 from idfzip.zoo import PRESETS
-
-PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 def seconds_per_step(model, x, precision: str, steps: int, warmup: int = 2) -> float:
