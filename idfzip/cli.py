@@ -31,6 +31,9 @@ def friendly_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except BrokenPipeError:  # whoever read stdout stopped (`| head`): stop quietly too
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for exit's flush
+            sys.exit(141)  # 128 + SIGPIPE, what a shell reports for a tool killed by it
         except EXPECTED_ERRORS as err:
             raise click.ClickException(str(err)) from None
         except KeyboardInterrupt:

@@ -379,6 +379,17 @@ def test_entry_point_pipes_through_stdin_and_stdout(photo, model_file):
     np.testing.assert_array_equal(pixels(back.stdout), smooth(0))
 
 
+def test_a_reader_that_stops_early_ends_the_output_quietly(photo, model_file):
+    """`idfzip decompress x.idf -c | head -c 100`: no traceback, no error line."""
+    data = idfzip_cmd("compress", "-", "--model", model_file, "-q", input=photo.read_bytes())
+    proc = subprocess.Popen([sys.executable, "-m", "idfzip", "decompress", "-", "--model",
+                             str(model_file)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before anything is written
+    _, stderr = proc.communicate(data.stdout, timeout=120)
+    assert proc.returncode == 141 and stderr == b""
+
+
 @pytest.mark.parametrize("args, code, message", [
     (["decompress", "{truncated}"], 1, "truncated .idf file"),
     (["decompress", "{good}", "--bogus"], 2, "--bogus"),
