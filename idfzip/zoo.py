@@ -42,17 +42,21 @@ class ShippedModel:
 SHIPPED: dict[str, ShippedModel] = {
     # Reproduce with scripts/train_default.py; recipes, hardware and wall time in the README.
     "photo": ShippedModel(
-        "photo", "photo.pt", "cb8726df11a26a072102bf56d7373e408bed5824ef02209672baec41003fafbb"),
+        "photo", "photo.pt", "787b2fa4ee1c7de5c15287901fcbfb0a97ba0a7a7fe12e523927401d694d5c11"),
     "photo-grey": ShippedModel(
         "photo-grey", "photo-grey.pt",
         "162fe29a3a8a94a55e38edcb81cc23f46873dc6a5680e255518b1663c01dab3a"),
     "cifar10": ShippedModel(
-        "cifar10", "cifar10.pt", "291f5ecba1b305c0a3a041792e967901c3752459b7a2a8e9632495bf4b0b98f8"),
+        "cifar10", "cifar10.pt", "ab2c6ac5f787392abccfa394b982caf79208bb99bc5acfb8d758426f54d9cd64"),
 }
 
 
 # Weights that ``SHIPPED`` had in earlier releases; decoding picks them by the id in a file.
 EARLIER: dict[str, tuple[ShippedModel, ...]] = {
+    "photo": (ShippedModel("photo", "photo-cb8726df.pt",
+                           "cb8726df11a26a072102bf56d7373e408bed5824ef02209672baec41003fafbb"),),
+    "cifar10": (ShippedModel("cifar10", "cifar10-291f5ecb.pt",
+                             "291f5ecba1b305c0a3a041792e967901c3752459b7a2a8e9632495bf4b0b98f8"),),
 }
 
 
