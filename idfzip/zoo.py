@@ -45,7 +45,7 @@ SHIPPED: dict[str, ShippedModel] = {
         "photo", "photo.pt", "787b2fa4ee1c7de5c15287901fcbfb0a97ba0a7a7fe12e523927401d694d5c11"),
     "photo-grey": ShippedModel(
         "photo-grey", "photo-grey.pt",
-        "162fe29a3a8a94a55e38edcb81cc23f46873dc6a5680e255518b1663c01dab3a"),
+        "ce3cf21de37d2a009c287a84752036a5c483627fc47bd2764ca3ee5dc6d995f8"),
     "cifar10": ShippedModel(
         "cifar10", "cifar10.pt", "ab2c6ac5f787392abccfa394b982caf79208bb99bc5acfb8d758426f54d9cd64"),
 }
@@ -55,6 +55,9 @@ SHIPPED: dict[str, ShippedModel] = {
 EARLIER: dict[str, tuple[ShippedModel, ...]] = {
     "photo": (ShippedModel("photo", "photo-cb8726df.pt",
                            "cb8726df11a26a072102bf56d7373e408bed5824ef02209672baec41003fafbb"),),
+    "photo-grey": (ShippedModel(
+        "photo-grey", "photo-grey-162fe29a.pt",
+        "162fe29a3a8a94a55e38edcb81cc23f46873dc6a5680e255518b1663c01dab3a"),),
     "cifar10": (ShippedModel("cifar10", "cifar10-291f5ecb.pt",
                              "291f5ecba1b305c0a3a041792e967901c3752459b7a2a8e9632495bf4b0b98f8"),),
 }

@@ -38,8 +38,10 @@ RECIPES = {
     "photo-grey": {
         "data": [SHARED / "photos_train" / "crops.npz", SHARED / "photos_train" / "wikipedia_half"],
         "args": ["--preset", "photo-grey", "--batch-size", "16", "--crop", "64", "--lr", "3e-3",
-                 "--warmup-steps", "500", "--seed", "0", "--eval-every", "500"],
-        "steps": 200000,
+                 "--warmup-steps", "500", "--seed", "0", "--eval-every", "500",
+                 "--anneal-from", "7800", "--anneal-decay-per-1000", "0.8",
+                 "--precision", "bfloat16"],
+        "steps": 16000,
     },
     "cifar10": {
         "data": [SHARED / "cifar10"],
