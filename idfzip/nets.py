@@ -67,12 +67,15 @@ class ConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.clamp(-INPUT_LIMIT, INPUT_LIMIT) * INPUT_SCALE
-        if not self.fake_quant and self.hidden_dtype is not None:
-            with torch.autocast(h.device.type, dtype=self.hidden_dtype):
-                h = self.layers[:-1](h)
-            return self.layers[-1](h.float())
-        if not self.fake_quant:
+        if self.fake_quant:  # the export's grids decide every value: no autocast
+            return self._fake_quantized(h)
+        if self.hidden_dtype is None:
             return self.layers(h)
+        with torch.autocast(h.device.type, dtype=self.hidden_dtype):
+            h = self.layers[:-1](h)
+        return self.layers[-1](h.float())
+
+    def _fake_quantized(self, h: torch.Tensor) -> torch.Tensor:
         bits = INPUT_BITS
         for layer in self.layers:
             if isinstance(layer, nn.Conv2d):
@@ -83,3 +86,11 @@ class ConvNet(nn.Module):
                 h = fake_quantize(layer(h), ACTIVATION_BITS)
                 bits = ACTIVATION_BITS
         return h
+
+
+def set_precision(model: nn.Module, precision: str) -> None:
+    """Run the hidden layers of every :class:`ConvNet` in ``model`` in ``precision`` (a key of
+    :data:`PRECISIONS`)."""
+    for module in model.modules():
+        if isinstance(module, ConvNet):
+            module.hidden_dtype = PRECISIONS[precision]

@@ -21,7 +21,7 @@ from . import distributed
 from .allocator import reuse_freed_memory
 from .data import CropSampler, DataError, center_crops, load_images, split_holdout
 from .model import FlowConfig, IntegerDiscreteFlow
-from .nets import PRECISIONS, ConvNet
+from .nets import ConvNet, set_precision
 from .weights import atomic_save, save_model
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -125,7 +125,7 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
     for module in model.modules():
         if isinstance(module, ConvNet):
             module.fake_quant = config.fake_quant
-            module.hidden_dtype = PRECISIONS[config.precision]
+    set_precision(model, config.precision)
 
     def checkpoint():
         distributed.check_replicas(model, replica)

@@ -18,14 +18,12 @@ import time
 import torch
 
 from idfzip.model import IntegerDiscreteFlow
-from idfzip.nets import PRECISIONS, ConvNet
+from idfzip.nets import PRECISIONS, set_precision
 from idfzip.zoo import PRESETS
 
 
 def seconds_per_step(model, x, precision: str, steps: int, warmup: int = 2) -> float:
-    for module in model.modules():
-        if isinstance(module, ConvNet):
-            module.hidden_dtype = PRECISIONS[precision]
+    set_precision(model, precision)
     optimizer = torch.optim.Adamax(model.parameters(), lr=1e-4)
     for i in range(warmup + steps):
         if i == warmup:
