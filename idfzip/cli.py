@@ -186,7 +186,8 @@ def sample(count, height, width, temperature, seed, output, model_name, device):
 @click.option("--eval-every", type=click.IntRange(1), default=None)
 @click.option("--checkpoint-every", type=click.IntRange(1), default=None)
 @click.option("--init", "init_model", default=None,
-              help="Start from the weights of this model (name or path) instead of scratch.")
+              help="Start from the weights of this model (name or path) instead of scratch; a "
+                   "float model with fewer flow steps per level is grown to the preset.")
 @click.option("--fake-quant", is_flag=True, default=None,
               help="Quantisation-aware training on the integer export's grids (for fine-tuning "
                    "with --init; the export costs <0.001 bpd even without it).")
@@ -205,13 +206,19 @@ def train(sources, preset, out_dir, init_model, resume, device, threads, quiet, 
     Data-parallel on several processes or machines when started by torchrun, e.g.
     torchrun --nproc_per_node 4 -m idfzip train ... (--batch-size is the global batch)."""
     from .train import TrainConfig, train as run_training
+    from .growth import deepen
     from .zoo import load_model
     if threads:
         torch.set_num_threads(threads)
     names = {f.name for f in fields(TrainConfig)}
     settings = {k: v for k, v in overrides.items() if v is not None and k in names}
     config = TrainConfig(**settings)
-    init = load_model(init_model).state_dict() if init_model else None
+    init = None
+    if init_model:
+        start = load_model(init_model)
+        if start.config != PRESETS[preset]:  # a smaller trained model: grow it (see growth.py)
+            start = deepen(start, PRESETS[preset])
+        init = start.state_dict()
     out_dir = out_dir or f"runs/{preset}"
     run_training(PRESETS[preset], list(sources), out_dir, config, resume=resume,
                  device=device, progress=not quiet and sys.stderr.isatty(), init_weights=init,

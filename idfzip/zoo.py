@@ -19,6 +19,9 @@ PRESETS: dict[str, FlowConfig] = {
     # Photos of any size: four levels so the unconditioned top latent is 1/32 of the dims.
     "photo": FlowConfig(channels=3, levels=4, steps_per_level=4, hidden=64, depth=2,
                         prior_hidden=64, prior_depth=2),
+    # The photo architecture with twice the flow steps, grown from a trained `photo`.
+    "photo-deep": FlowConfig(channels=3, levels=4, steps_per_level=8, hidden=64, depth=2,
+                             prior_hidden=64, prior_depth=2),
     # Grey photos (mode L): the photo architecture on one channel.
     "photo-grey": FlowConfig(channels=1, levels=4, steps_per_level=4, hidden=64, depth=2,
                              prior_hidden=64, prior_depth=2),

@@ -5,13 +5,16 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from idfzip import IntegerDiscreteFlow
 from idfzip.cli import main
-from idfzip.weights import save_model
+from idfzip.weights import load_model_file, save_model
+from idfzip.zoo import PRESETS
 
-from .conftest import tiny_model
+from .conftest import randomize, tiny_model
 
 
 @pytest.fixture
@@ -70,6 +73,22 @@ def test_train_from_the_command_line(tmp_path, photo):
     assert result.exit_code == 0, result.output
 
 
+def test_train_grows_a_smaller_model_given_with_init(tmp_path):
+    photo = tmp_path / "big.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32, 3), np.uint8)).save(photo)
+    small = randomize(IntegerDiscreteFlow(PRESETS["photo"]), std=0.02)
+    save_model(small, tmp_path / "small.pt")
+    out = tmp_path / "run"
+    result = invoke("train", "--data", photo, "--data", photo, "--preset", "photo-deep", "--init",
+                    tmp_path / "small.pt", "--out", out, "--steps", 1, "--batch-size", 1,
+                    "--crop", 16, "--lr", 1e-9, "--threads", 1, "-q")
+    assert result.exit_code == 0, result.output
+    grown = load_model_file(out / "model.pt")
+    assert grown.config == PRESETS["photo-deep"]
+    x = torch.from_numpy(np.array(Image.open(photo))).permute(2, 0, 1)[None]
+    assert torch.allclose(grown.log_prob(x), small.log_prob(x), rtol=1e-6)
+
+
 @pytest.mark.parametrize("args, message", [
     (["bpd", "missing.png"], "missing.png: no such file"),
     (["bpd", "{junk}"], "not a readable image"),
@@ -77,12 +96,14 @@ def test_train_from_the_command_line(tmp_path, photo):
     (["bpd", "{photo}", "--model", "{junk}"], "not an idfzip model file"),
     (["train", "--data", "missing_dir"], "missing_dir: no such file"),
     (["sample", "-t", "0"], "Invalid value"),
+    (["train", "--data", "{photo}", "--init", "{model}", "--preset", "photo"],
+     "can only be grown"),
 ])
 def test_bad_input_is_one_clear_line_and_nonzero_exit(args, message, photo, model_file,
                                                       tmp_path):
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"hello")
-    args = [a.format(photo=photo, junk=junk) for a in args]
+    args = [a.format(photo=photo, junk=junk, model=model_file) for a in args]
     if "--model" not in args and args[0] != "train":
         args += ["--model", model_file]
     result = invoke(*args)

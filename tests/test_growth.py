@@ -1,0 +1,52 @@
+"""Growing a trained flow deeper keeps exactly what it computes, so training goes on from it."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from idfzip.growth import deepen
+from idfzip.intnet import to_integer
+from idfzip.weights import ModelError
+
+from .conftest import tiny_model
+
+
+@settings(max_examples=10, deadline=None)
+@given(k=st.integers(2, 3), seed=st.integers(0, 2**16))
+def test_deepened_model_has_the_same_latents_and_likelihood(k, seed):
+    small = tiny_model(seed=seed, std=0.3)
+    big = deepen(small, replace(small.config, steps_per_level=k * small.config.steps_per_level))
+    assert all(len(level) == k * small.config.steps_per_level for level in big.levels)
+    x = torch.randint(0, 256, (2, 3, 12, 20), generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(big.log_prob(x), small.log_prob(x))
+    for a, b in zip(big.infer_latent(x).levels, small.infer_latent(x).levels):
+        assert torch.equal(a, b)
+
+
+def test_new_steps_permute_and_learn():
+    """The new steps are real flow steps: not identity permutations, and their networks get
+    gradients (the last layer, which starts at zero, first)."""
+    small = tiny_model()
+    big = deepen(small, replace(small.config, steps_per_level=4))
+    fresh = big.levels[0][0]
+    assert not torch.equal(fresh.permutation.perm, torch.arange(fresh.permutation.perm.numel()))
+    big.train()
+    big(torch.randint(0, 256, (2, 3, 8, 8)).float()).mean().backward()
+    assert fresh.coupling.net.layers[-1].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("change", [dict(steps_per_level=3), dict(hidden=16),
+                                    dict(steps_per_level=4, levels=3)])
+def test_only_a_multiple_of_the_steps_can_be_grown(change):
+    small = tiny_model()
+    with pytest.raises(ModelError, match="multiple"):
+        deepen(small, replace(small.config, **change))
+
+
+def test_integer_exports_are_not_grown():
+    small = to_integer(tiny_model())
+    with pytest.raises(ModelError, match="float model"):
+        deepen(small, replace(small.config, steps_per_level=4))
