@@ -141,7 +141,7 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
     bar = tqdm(total=config.steps, initial=step, disable=not progress, unit="step",
                dynamic_ncols=True)
     running = None
-    started = time.time()
+    started, first_step = time.time(), step
     while step < config.steps:
         for group in optimizer.param_groups:
             group["lr"] = config.lr_at(step)
@@ -165,6 +165,8 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
         if step % config.checkpoint_every == 0 or step == config.steps:
             checkpoint()
     bar.close()
+    if step == first_step:  # resumed at or past the last step: still leave model.pt behind
+        checkpoint()
     if replica.distributed:
         distributed.check_replicas(model, replica)
         log(f"data-parallel: replicas identical at step {step}")

@@ -58,6 +58,16 @@ def test_resume_continues_exactly(image_folder, tmp_path):
         assert torch.equal(a, b), name
 
 
+def test_a_finished_run_resumed_writes_its_model_again(image_folder, tmp_path):
+    """A copied checkpoint (a shipped one) whose steps are all done still yields model.pt."""
+    run(image_folder, tmp_path / "a")
+    (tmp_path / "a" / MODEL_NAME).unlink()
+    model = run(image_folder, tmp_path / "a", resume=True)
+    loaded = load_model_file(tmp_path / "a" / MODEL_NAME)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                  loaded.state_dict().values()))
+
+
 def test_unreadable_data_is_a_clear_error(tmp_path):
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "a.png").write_bytes(b"not a png")
