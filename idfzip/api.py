@@ -107,15 +107,24 @@ PNG_LEVEL_GAIN = 0.85
 
 def _as_image(image) -> Image.Image:
     if isinstance(image, Image.Image):
-        return image
+        return _single_frame(image)
     if isinstance(image, (str, Path)):
         with Image.open(image) as im:
-            im.load()
+            _single_frame(im).load()
             return im
     arr = np.asarray(image)
     if arr.dtype != np.uint8 or arr.ndim not in (2, 3):
         raise ValueError("arrays must be uint8 (H, W) or (H, W, C)")
     return Image.fromarray(arr)
+
+
+def _single_frame(image: Image.Image) -> Image.Image:
+    """An .idf holds one image: coding an animation's first frame would lose the others."""
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        raise ValueError(f"image has {frames} frames (animation or multi-page file); only "
+                         "single-frame images are supported")
+    return image
 
 
 def _fallback(image: Image.Image, crc: int, icc: bytes | None,

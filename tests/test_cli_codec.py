@@ -303,6 +303,7 @@ ERRORS = [
      "was made with model 'tiny'"),
     (["decompress", "{good}", "-o", "{tmp}/restored.png", "--model", "{junk}"], 1,
      "not an idfzip model file"),
+    (["compress", "{animation}"], 1, "animation.gif: image has 2 frames"),
     (["compress", "{photo}", "-o", "/nonexistent_dir/x.idf"], 1, "cannot write"),
     (["decompress", "{good}", "-o", "/nonexistent_dir/x.png"], 1, "cannot write"),
 ]
@@ -317,15 +318,18 @@ def error_case(tmp_path, photo, model_file, other_model_file):
                                                              "tiny"), tile=16))
     truncated = tmp_path / "truncated.idf"
     truncated.write_bytes(good.read_bytes()[:-5])
+    animation = tmp_path / "animation.gif"
+    frames = [Image.new("RGB", (8, 8), (255 * i, 0, 0)) for i in (0, 1)]
+    frames[0].save(animation, save_all=True, append_images=frames[1:])
     names = dict(junk=junk, photo=photo, truncated=truncated, tmp=tmp_path, good=good,
-                 other=other_model_file)
+                 other=other_model_file, animation=animation)
 
     def expand(args):
         args = [a.format(**names) for a in args]
         if args[0] in ("compress", "decompress") and "--model" not in args:
             args += ["--model", model_file]
         return args
-    inputs = [junk, photo, good, truncated]
+    inputs = [junk, photo, good, truncated, animation]
     return expand, inputs
 
 

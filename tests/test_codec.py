@@ -176,6 +176,17 @@ def test_test_images_have_the_modes_they_claim():
         assert make_image(mode, rng).mode == mode
 
 
+def test_animations_and_multi_page_files_are_refused_not_cut_to_one_frame(tmp_path):
+    frames = [Image.new("RGB", (8, 8), (i, 0, 0)) for i in range(3)]
+    for name in ("a.gif", "a.tiff"):
+        frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:])
+        with pytest.raises(ValueError, match="image has 3 frames"):
+            compress(tmp_path / name, RGB_MODEL)
+        with Image.open(tmp_path / name) as opened:
+            with pytest.raises(ValueError, match="image has 3 frames"):
+                compress(opened, RGB_MODEL)
+
+
 def test_unsupported_modes_are_refused_clearly():
     for image in (Image.new("P", (4, 4)).convert("PA"), Image.new("CMYK", (4, 4))):
         with pytest.raises(ValueError, match="unsupported image mode"):
