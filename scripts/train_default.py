@@ -5,6 +5,7 @@ form that goes into idfzip/weights/ (and whose sha256 is pinned in idfzip/zoo.py
     python scripts/train_default.py photo            # resumable: run it again to continue
     python scripts/train_default.py cifar10 --device cuda
     python scripts/train_default.py photo --nproc 2 --threads 1   # data-parallel, 2 processes
+    python scripts/train_default.py photo-deep       # trains photo first if it has to, grows it
 
 Training continues from data/checkpoints/MODEL.pt (model, optimiser and step of the latest
 run, at or beyond the shipped weights) when runs/MODEL has no checkpoint yet, so every sitting
@@ -27,24 +28,56 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 
 PHOTOS = [SHARED / "photos_train" / "crops.npz", SHARED / "photos_train" / "wikipedia_half"]
-COMMON = ["--lr", "3e-3", "--warmup-steps", "500", "--seed", "0", "--precision", "bfloat16"]
+COMMON = ["--seed", "0", "--precision", "bfloat16"]
 
 
 def recipe(preset: str, data: list[Path], batch: int, crop: int, eval_every: int,
-           anneal_from: int, anneal_decay: float, steps: int) -> dict:
-    """Data and ``idfzip train`` arguments of one shipped model: Adamax at lr 3e-3 with 500
-    warm-up steps and decay 0.97 per 1000 steps, then annealed from ``anneal_from``."""
-    return {"data": data, "steps": steps,
+           anneal_from: int, anneal_decay: float, steps: int, lr: float = 3e-3,
+           warmup: int = 500, grow_from: str | None = None) -> dict:
+    """Data and ``idfzip train`` arguments of one shipped model: Adamax at ``lr`` with
+    ``warmup`` warm-up steps and decay 0.97 per 1000 steps, then annealed from ``anneal_from``.
+    With ``grow_from``, training starts from that recipe's trained model, grown to ``preset``."""
+    return {"data": data, "steps": steps, "grow_from": grow_from,
             "args": ["--preset", preset, "--batch-size", str(batch), "--crop", str(crop),
-                     "--eval-every", str(eval_every), "--anneal-from", str(anneal_from),
+                     "--eval-every", str(eval_every), "--lr", str(lr), "--warmup-steps",
+                     str(warmup), "--anneal-from", str(anneal_from),
                      "--anneal-decay-per-1000", str(anneal_decay), *COMMON]}
 
 
 RECIPES = {
     "photo": recipe("photo", PHOTOS, 16, 64, 500, 33800, 0.85, 50000),
+    "photo-deep": recipe("photo-deep", PHOTOS, 16, 64, 500, 6000, 0.85, 16000, lr=5e-4,
+                         warmup=200, grow_from="photo"),
     "photo-grey": recipe("photo-grey", PHOTOS, 16, 64, 500, 7800, 0.8, 16000),
     "cifar10": recipe("cifar10", [SHARED / "cifar10"], 32, 32, 1000, 7200, 0.9, 35000),
 }
+
+
+def run(name: str, args: argparse.Namespace) -> Path:
+    """Train recipe ``name`` to its last step (or ``--steps`` for the model asked for) in its
+    run folder, continuing from there or from ``data/checkpoints``; returns the folder."""
+    recipe = RECIPES[name]
+    asked = name == args.model
+    out = Path(args.out) if asked and args.out else REPO / "runs" / name
+    shipped = REPO / "data" / "checkpoints" / f"{name}.pt"
+    if not (out / "checkpoint.pt").exists() and shipped.exists():
+        out.mkdir(parents=True, exist_ok=True)  # continue where the shipped model stopped
+        shutil.copyfile(shipped, out / "checkpoint.pt")
+    launcher = [sys.executable]
+    if args.nproc > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone",
+                     f"--nproc_per_node={args.nproc}"]
+    steps = args.steps if asked and args.steps else recipe["steps"]
+    cmd = [*launcher, "-m", "idfzip", "train", "--out", str(out), "--resume",
+           "--device", args.device, "--steps", str(steps), *recipe["args"]]
+    for source in recipe["data"]:
+        cmd += ["--data", str(source)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    if recipe["grow_from"] and not (out / "checkpoint.pt").exists():
+        cmd += ["--init", str(run(recipe["grow_from"], args) / "model.pt")]
+    subprocess.run(cmd, check=True)
+    return out
 
 
 def main() -> None:
@@ -58,25 +91,9 @@ def main() -> None:
     p.add_argument("--out", default=None, help="run folder (default runs/MODEL)")
     p.add_argument("--export-only", action="store_true", help="only export the last model.pt")
     args = p.parse_args()
-    recipe = RECIPES[args.model]
     out = Path(args.out or REPO / "runs" / args.model)
-    shipped = REPO / "data" / "checkpoints" / f"{args.model}.pt"
-    if not (out / "checkpoint.pt").exists() and shipped.exists():
-        out.mkdir(parents=True, exist_ok=True)  # continue where the shipped model stopped
-        shutil.copyfile(shipped, out / "checkpoint.pt")
     if not args.export_only:
-        launcher = [sys.executable]
-        if args.nproc > 1:
-            launcher += ["-m", "torch.distributed.run", "--standalone",
-                         f"--nproc_per_node={args.nproc}"]
-        cmd = [*launcher, "-m", "idfzip", "train", "--out", str(out), "--resume",
-               "--device", args.device, "--steps", str(args.steps or recipe["steps"]),
-               *recipe["args"]]
-        for source in recipe["data"]:
-            cmd += ["--data", str(source)]
-        if args.threads:
-            cmd += ["--threads", str(args.threads)]
-        subprocess.run(cmd, check=True)
+        out = run(args.model, args)
     target = REPO / "idfzip" / "weights" / f"{args.model}.pt"
     subprocess.run([sys.executable, "-m", "idfzip", "export", str(out / "model.pt"), "-o",
                     str(target), "-f"], check=True)
