@@ -163,6 +163,17 @@ def sample(count, height, width, temperature, seed, output, model_name, device):
 
 
 @main.command()
+@friendly_errors
+def models():
+    """List the shipped models (for --model): architecture, size and weights."""
+    from .zoo import shipped_table
+    rows = shipped_table()
+    widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in rows[0]}
+    for line in [dict(zip(widths, widths)), *rows]:
+        click.echo("  ".join(line[k].ljust(w) for k, w in widths.items()).rstrip())
+
+
+@main.command()
 @click.option("--data", "sources", multiple=True, required=True,
               help="Training data: a CIFAR-10 mosaic folder, a folder of images, an .npz with "
                    "an 'x' array, or an image. Repeat to combine.")

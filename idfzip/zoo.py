@@ -104,3 +104,19 @@ def load_model(name_or_path: str = DEFAULT_MODEL,
     known = ", ".join(sorted(SHIPPED)) or "none"
     raise ModelError(f"unknown model {name_or_path!r} (shipped models: {known}; "
                      "or give the path of a .pt model file)")
+
+
+def shipped_table() -> list[dict]:
+    """What ``idfzip models`` lists: each shipped model's architecture, size, weights and role."""
+    rows = []
+    for name, entry in sorted(SHIPPED.items()):
+        config = PRESETS[entry.preset]
+        params = sum(p.numel() for p in IntegerDiscreteFlow(config).parameters())
+        role = [f"default for {'RGB' if c == 3 else 'grey'}" for c, default in
+                DEFAULT_MODELS.items() if default == name]
+        rows.append({"model": name, "images": "RGB" if config.channels == 3 else "grey",
+                     "flow": f"{config.levels} levels x {config.steps_per_level} steps",
+                     "parameters": f"{params / 1e6:.2f}M", "sha256": entry.sha256[:8],
+                     "earlier releases": str(len(EARLIER.get(name, ()))),
+                     "use": ", ".join(role)})
+    return rows

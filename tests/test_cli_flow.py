@@ -12,7 +12,7 @@ from PIL import Image
 from idfzip import IntegerDiscreteFlow
 from idfzip.cli import main
 from idfzip.weights import load_model_file, save_model
-from idfzip.zoo import PRESETS
+from idfzip.zoo import DEFAULT_MODELS, PRESETS, SHIPPED
 
 from .conftest import randomize, tiny_model
 
@@ -87,6 +87,17 @@ def test_train_grows_a_smaller_model_given_with_init(tmp_path):
     assert grown.config == PRESETS["photo-deep"]
     x = torch.from_numpy(np.array(Image.open(photo))).permute(2, 0, 1)[None]
     assert torch.allclose(grown.log_prob(x), small.log_prob(x), rtol=1e-6)
+
+
+def test_models_lists_every_shipped_model_and_the_defaults():
+    result = invoke("models")
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines()[1:]}
+    assert set(lines) == set(SHIPPED)
+    for channels, kind in ((3, "RGB"), (1, "grey")):
+        assert f"default for {kind}" in lines[DEFAULT_MODELS[channels]]
+    for name, entry in SHIPPED.items():
+        assert entry.sha256[:8] in lines[name]
 
 
 @pytest.mark.parametrize("args, message", [
