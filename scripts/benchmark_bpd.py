@@ -27,6 +27,8 @@ from PIL import Image
 
 from reference_codecs import imagecodecs_codecs, pil_codec, run_codec
 
+from idfzip.zoo import DEFAULT_MODEL
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 
@@ -76,7 +78,7 @@ def main() -> None:
     p.add_argument("--cifar", default=str(SHARED / "cifar10"))
     p.add_argument("--images", default=None, help="folder of images for the 'images' data set")
     p.add_argument("--limit", type=int, default=0, help="first N images of each data set")
-    p.add_argument("--model", default="photo", help="idfzip model name or path")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="idfzip model name or path")
     p.add_argument("--cifar-model", default="cifar10", help="model for the cifar10 data set")
     p.add_argument("--tile", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=2)

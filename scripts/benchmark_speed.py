@@ -34,6 +34,8 @@ from PIL import Image
 
 from reference_codecs import imagecodecs_codecs, run_codec
 
+from idfzip.zoo import DEFAULT_MODEL
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 TARGET_MBS = {"cpu": 0.5, "cuda": 20.0}
@@ -134,7 +136,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--kodak", default=str(SHARED / "kodak"))
     p.add_argument("--limit", type=int, default=0, help="first N Kodak images")
-    p.add_argument("--model", default="photo")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     p.add_argument("--tile", type=int, default=512)

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from idfzip.zoo import DEFAULT_MODEL
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 
@@ -66,7 +68,7 @@ def main() -> None:
     p.add_argument("--cifar", default=str(SHARED / "cifar10"))
     p.add_argument("--kodak-limit", type=int, default=24)
     p.add_argument("--cifar-limit", type=int, default=1000)
-    p.add_argument("--model", default="photo")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--cifar-model", default="cifar10")
     p.add_argument("--tile", type=int, default=256, help="small tiles exercise the tiling")
     args = p.parse_args()
