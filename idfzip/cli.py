@@ -197,8 +197,8 @@ def models():
 @click.option("--eval-every", type=click.IntRange(1), default=None)
 @click.option("--checkpoint-every", type=click.IntRange(1), default=None)
 @click.option("--init", "init_model", default=None,
-              help="Start from the weights of this model (name or path) instead of scratch; a "
-                   "float model with fewer flow steps per level is grown to the preset.")
+              help="Start from the weights of this model (shipped name or path) instead of "
+                   "scratch; one with fewer flow steps per level is grown to the preset.")
 @click.option("--fake-quant", is_flag=True, default=None,
               help="Quantisation-aware training on the integer export's grids (for fine-tuning "
                    "with --init; the export costs <0.001 bpd even without it).")
@@ -218,6 +218,7 @@ def train(sources, preset, out_dir, init_model, resume, device, threads, quiet, 
     torchrun --nproc_per_node 4 -m idfzip train ... (--batch-size is the global batch)."""
     from .train import TrainConfig, train as run_training
     from .growth import deepen
+    from .intnet import to_float
     from .zoo import load_model
     if threads:
         torch.set_num_threads(threads)
@@ -227,6 +228,8 @@ def train(sources, preset, out_dir, init_model, resume, device, threads, quiet, 
     init = None
     if init_model:
         start = load_model(init_model)
+        if start.is_integer:  # a shipped model or an export: train on from its float form
+            start = to_float(start)
         if start.config != PRESETS[preset]:  # a smaller trained model: grow it (see growth.py)
             start = deepen(start, PRESETS[preset])
         init = start.state_dict()

@@ -32,8 +32,8 @@ def deepen(model: IntegerDiscreteFlow, config: FlowConfig) -> IntegerDiscreteFlo
         raise ModelError("a model can only be grown to the same architecture with a multiple "
                          f"of its {small.steps_per_level} flow steps per level")
     if model.is_integer:
-        raise ModelError("grow the float model (a training run's model.pt), not an integer "
-                         "export")
+        raise ModelError("grow a float model (idfzip.intnet.to_float turns an integer export "
+                         "back into one)")
     big = IntegerDiscreteFlow(config)
     with torch.no_grad():
         for old_steps, new_steps in zip(model.levels, big.levels):

@@ -130,6 +130,31 @@ def to_integer(model: nn.Module) -> nn.Module:
     return model.double()
 
 
+def to_float(model: nn.Module) -> nn.Module:
+    """Inverse of :func:`to_integer` (in place), for training on from exported weights: each
+    IntegerConvNet becomes a float32 :class:`ConvNet` with weights ``W 2^-e`` and biases
+    ``B 2^-(e + input bits)``, the values its export computes with, up to the activations'
+    rounding; exporting it again gives the same integers."""
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, IntegerConvNet):
+                setattr(module, name, _float_net(child))
+    return model.float()
+
+
+def _float_net(net: IntegerConvNet) -> ConvNet:
+    first, last = net.convs[0].weight, net.convs[-1].weight
+    out = ConvNet(first.shape[1], last.shape[0], first.shape[0], len(net.convs) - 1)
+    floats = [m for m in out.layers if isinstance(m, nn.Conv2d)]
+    bits = [INPUT_BITS] + [ACTIVATION_BITS] * (len(floats) - 1)
+    with torch.no_grad():
+        for conv, exported, b in zip(floats, net.convs, bits):
+            exponent = int(exported.exponent)
+            conv.weight.copy_(exported.weight * 2.0 ** (b - exponent))
+            conv.bias.copy_(exported.bias * 2.0**-exponent)
+    return out
+
+
 # Precision switches that would let float32 convolutions and matrix products use TF32 or
 # bfloat16 internally (oneDNN on CPUs, cuBLAS / cuDNN on GPUs); the export needs full float32.
 _FP32_BACKENDS = (torch.backends.mkldnn.conv, torch.backends.mkldnn.matmul,

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from idfzip.entropy import quantize_logistic
-from idfzip.intnet import IntegerConvNet, exact_arithmetic, to_integer
+from idfzip.intnet import IntegerConvNet, exact_arithmetic, to_float, to_integer
 from idfzip.nets import ConvNet
 from idfzip.quantization import (
     ACCUMULATOR_LIMIT,
@@ -129,6 +129,17 @@ def test_integer_model_is_faithful_and_its_export_deterministic():
     assert torch.allclose(exported.bpd(x), model.bpd(x).double(), rtol=1e-3)
     lat = exported.infer_latent(x)
     assert torch.equal(exported.generate(lat), x.long())
+
+
+@pytest.mark.parametrize("std", [0.01, 0.05, 0.5])
+def test_an_export_turned_back_to_float_exports_to_the_same_integers(std):
+    exported = to_integer(tiny_model(4, std=std))
+    back = to_float(copy.deepcopy(exported))
+    assert not back.is_integer and all(p.dtype == torch.float32 for p in back.parameters())
+    assert weights_sha256(to_integer(copy.deepcopy(back)).state_dict()) == \
+        weights_sha256(exported.state_dict())
+    x = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    assert torch.allclose(back.bpd(x).double(), exported.bpd(x), rtol=1e-3)
 
 
 def test_fake_quantised_float_network_computes_what_its_export_computes():
