@@ -103,14 +103,18 @@ def requantize(high: torch.Tensor, low: torch.Tensor, bias: torch.Tensor,
     return out.clamp_(0.0, ACTIVATION_TOP)
 
 
+def _input_bits(convs: list) -> list[int]:
+    """Fraction bits of each layer's input grid: the network's input, then activations."""
+    return [INPUT_BITS] + [ACTIVATION_BITS] * (len(convs) - 1)
+
+
 class IntegerConvNet(nn.Module):
     """Drop-in replacement for :class:`ConvNet` computing in exact integer arithmetic."""
 
     def __init__(self, net: ConvNet):
         super().__init__()
         convs = [m for m in net.layers if isinstance(m, nn.Conv2d)]
-        bits = [INPUT_BITS] + [ACTIVATION_BITS] * (len(convs) - 1)
-        self.convs = nn.ModuleList(IntegerConv(c, b) for c, b in zip(convs, bits))
+        self.convs = nn.ModuleList(IntegerConv(c, b) for c, b in zip(convs, _input_bits(convs)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Integer latents (any float dtype) -> the network output as exact float64 values."""
@@ -146,9 +150,8 @@ def _float_net(net: IntegerConvNet) -> ConvNet:
     first, last = net.convs[0].weight, net.convs[-1].weight
     out = ConvNet(first.shape[1], last.shape[0], first.shape[0], len(net.convs) - 1)
     floats = [m for m in out.layers if isinstance(m, nn.Conv2d)]
-    bits = [INPUT_BITS] + [ACTIVATION_BITS] * (len(floats) - 1)
     with torch.no_grad():
-        for conv, exported, b in zip(floats, net.convs, bits):
+        for conv, exported, b in zip(floats, net.convs, _input_bits(floats)):
             exponent = int(exported.exponent)
             conv.weight.copy_(exported.weight * 2.0 ** (b - exponent))
             conv.bias.copy_(exported.bias * 2.0**-exponent)

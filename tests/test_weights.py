@@ -1,8 +1,12 @@
+import io
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
+from idfzip import compress, decompress
+from idfzip.api import coding_model, describe
 from idfzip.weights import ModelError, load_model_file, save_model, weights_sha256
 from idfzip.zoo import EARLIER, PRESETS, SHIPPED, load_model
 
@@ -81,13 +85,6 @@ def test_shipped_models_code_a_photo_exactly_and_beat_png(name):
     """The shipped weights in use: a lossless round trip of the repository's demo image (a crop
     of it for the CIFAR-10 model, its grey version for a grey model), coded by the flow and
     smaller than PNG, which an untrained or broken model would not be."""
-    import io
-
-    from PIL import Image
-
-    from idfzip import compress, decompress
-    from idfzip.api import coding_model, describe
-
     model = coding_model(name)
     image = Image.open(DEMO).convert("RGB" if model.channels == 3 else "L")
     if model.model.config.levels == 3:  # the CIFAR-10 model: 32x32 images
