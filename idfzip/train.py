@@ -107,7 +107,7 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
     # and needed for bfloat16's gain); the values, the hash and the exported model are unchanged
     model = IntegerDiscreteFlow(model_config).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adamax(model.parameters(), lr=config.lr)
-    step, history = 0, []
+    step, history, trained_seconds = 0, [], 0.0  # seconds: summed over resumed runs
     ckpt_path = out_dir / CHECKPOINT_NAME
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=True)
@@ -119,6 +119,7 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, history = state["step"], state["history"]
+        trained_seconds = state.get("trained_seconds", 0.0)
         log(f"resumed from {ckpt_path} at step {step}")
     elif init_weights is not None:
         model.load_state_dict(init_weights)
@@ -133,6 +134,7 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
             return
         atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "step": step, "history": history, "model_config": model_config.to_dict(),
+                     "trained_seconds": trained_seconds + time.time() - started,
                      "train_config": asdict(config)}, ckpt_path)
         save_model(model, out_dir / MODEL_NAME)
 
@@ -159,7 +161,7 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
         if replica.main and (step % config.eval_every == 0 or step == config.steps):
             held_out = evaluate(model, eval_images)
             history.append({"step": step, "train_bpd": running, "eval_bpd": held_out,
-                            "seconds": time.time() - started})
+                            "seconds": trained_seconds + time.time() - started})
             (bar.write if progress else log)(
                 f"step {step}: train {running:.4f} bpd, held-out {held_out:.4f} bpd")
         if step % config.checkpoint_every == 0 or step == config.steps:
