@@ -3,12 +3,16 @@
 RGB and L images go through a flow model (RGBA and LA: the colour or grey part through the
 flow, alpha as PNG); every mode can also be stored as PNG or as raw bytes, and the smallest of
 these is written. So no image grows by more than the header, and every mode comes back exactly
-as it went in.
+as it went in: pixels, mode, palette, colour-key or palette transparency (images with a
+colour key are stored as PNG, which keeps it) and ICC profile. What cannot come back exactly is
+refused: sources with more bits per channel than their mode holds (16-bit RGB PNG or TIFF),
+modes other than ``MODES``, and images over the pixel limit (``PIL.Image.MAX_IMAGE_PIXELS``).
 """
 
 from __future__ import annotations
 
 import io
+import warnings
 import zlib
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +25,7 @@ from .container import (FORMAT_VERSION, MAX_PIXELS, MAX_SIDE, MAX_TILE, METHOD_F
                         METHOD_NAMES, METHOD_PNG, METHOD_RAW, MODEL_ID_BYTES, MODES, Container,
                         parse)
 from .entropy import CodingError
+from .imageio import check_depth, check_pixels, open_image, transparency
 from .intnet import to_integer
 from .model import IntegerDiscreteFlow
 from .weights import ModelError, weights_sha256
@@ -107,11 +112,10 @@ PNG_LEVEL_GAIN = 0.85
 
 def _as_image(image) -> Image.Image:
     if isinstance(image, Image.Image):
+        check_depth(image)  # what it can see: the raw modes until it is loaded, TIFF tags
         return _single_frame(image)
     if isinstance(image, (str, Path)):
-        with Image.open(image) as im:
-            _single_frame(im).load()
-            return im
+        return _single_frame(open_image(Path(image).read_bytes(), str(image)))
     arr = np.asarray(image)
     if arr.dtype != np.uint8 or arr.ndim not in (2, 3):
         raise ValueError("arrays must be uint8 (H, W) or (H, W, C)")
@@ -132,16 +136,24 @@ def _fallback(image: Image.Image, crc: int, icc: bytes | None,
     """The smaller of PNG and raw pixel bytes. Given ``to_beat``, the size another candidate
     reaches, a fast PNG is made first, and the slow level-9 one only if the fast one comes
     close to ``to_beat``."""
-    raw = b"" if image.mode == "P" else image.tobytes()  # a palette needs PNG
+    key = transparency(image)
+    # a palette, or a colour key (tRNS of 1, L, I;16 and RGB images), needs PNG
+    raw = b"" if image.mode == "P" or key is not None else image.tobytes()
     if to_beat is None:
         png = _png(image)
     else:
         png = _png(image, level=1)
         if PNG_LEVEL_GAIN * len(png) < to_beat:
             png = min(png, _png(image), key=len)
-    if not raw and checksum(_open_png(png, image.mode, image.size), icc) != crc:
-        raise ValueError("cannot store this palette image losslessly (PNG changes its pixels "
-                         "or palette: empty palette, or pixel values beyond the palette)")
+    if not raw:
+        back = _open_png(png, image.mode, image.size)
+        if checksum(back, icc) != crc:
+            raise ValueError("cannot store this palette image losslessly (PNG changes its "
+                             "pixels or palette: empty palette, or pixel values beyond the "
+                             "palette)")
+        if transparency(back) != key:
+            raise ValueError(f"cannot store this {image.mode} image's transparency "
+                             f"{image.info.get('transparency')!r} losslessly (PNG changes it)")
     method, payload = (METHOD_RAW, raw) if raw and len(raw) <= len(png) else (METHOD_PNG, png)
     return Container(image.mode, method, image.width, image.height, crc, icc, payload=payload)
 
@@ -157,11 +169,14 @@ def compress(image, model=None, tile: int = DEFAULT_TILE, batch_size: int = DEFA
         raise ValueError(f"unsupported image mode {image.mode!r} (supported: {', '.join(MODES)})")
     if image.width > MAX_SIDE or image.height > MAX_SIDE or image.width * image.height > MAX_PIXELS:
         raise ValueError(f"image too large ({image.width}x{image.height})")
+    check_pixels(image.width, image.height)
     if not 8 <= tile <= MAX_TILE:
         raise ValueError(f"tile size must be between 8 and {MAX_TILE}")
     icc = image.info.get("icc_profile") or None
     crc = checksum(image, icc)
-    coder = _flow_model(image.mode, model, device) if image.mode in FLOW_MODES else None
+    keyed = image.mode != "P" and transparency(image) is not None  # the flow has no colour key
+    coder = _flow_model(image.mode, model, device) \
+        if image.mode in FLOW_MODES and not keyed else None
     if coder is None:
         return _fallback(image, crc, icc).to_bytes()
     pixels = np.asarray(image.convert("RGB" if coder.channels == 3 else "L"))
@@ -182,6 +197,7 @@ def decompress(data: bytes, model=None, batch_size: int = DEFAULT_BATCH,
     weight hash must match the one the file records.
     """
     c = parse(data)
+    check_pixels(c.width, c.height)  # the one pixel limit, from the header, before decoding
     if c.method == METHOD_RAW:
         if len(c.payload) != _raw_size(c.mode, c.width, c.height):
             raise CodingError("damaged .idf payload (raw size does not match the header)")
@@ -205,13 +221,20 @@ def _raw_size(mode: str, width: int, height: int) -> int:
 
 
 def _open_png(payload: bytes, mode: str, size) -> Image.Image:
-    try:
-        with Image.open(io.BytesIO(payload), formats=["PNG"]) as im:
+    """A PNG payload, checked against the header before its pixels are decoded."""
+    with warnings.catch_warnings():  # the header is within the pixel limit; a PNG must match it
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(io.BytesIO(payload), formats=["PNG"])
+        except Exception as err:  # Pillow raises many types for damaged PNG data
+            raise CodingError(f"damaged .idf payload ({type(err).__name__})") from None
+    with im:
+        if im.mode != mode or im.size != size:
+            raise CodingError("damaged .idf payload (image does not match the header)")
+        try:
             im.load()
-    except Exception as err:  # Pillow raises many types for damaged PNG data
-        raise CodingError(f"damaged .idf payload ({type(err).__name__})") from None
-    if im.mode != mode or im.size != size:
-        raise CodingError("damaged .idf payload (image does not match the header)")
+        except Exception as err:
+            raise CodingError(f"damaged .idf payload ({type(err).__name__})") from None
     return im
 
 

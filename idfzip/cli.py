@@ -247,6 +247,10 @@ verbosity = [click.option("-q", "--quiet", is_flag=True, help="No progress bar, 
              click.option("-v", "--verbose", is_flag=True, help="Print sizes and rates.")]
 batch_option = click.option("--batch-size", type=click.IntRange(1, 256), default=2,
                             show_default=True, help="Tiles per forward pass.")
+max_pixels_option = click.option(
+    "--max-pixels", type=click.IntRange(0), default=None, metavar="N",
+    help="Refuse images of more than N pixels, before decoding them (0: no limit but the "
+         "format's 2^28) [default: Pillow's MAX_IMAGE_PIXELS, 89478485].")
 
 
 def with_options(options):
@@ -302,6 +306,8 @@ def code_files(work, jobs, workers: int, quiet: bool, verbose: bool) -> None:
         if error is None:
             if verbose and not quiet:
                 click.echo(f"{job.path} -> {done.job.out}: {done.summary}", err=True)
+            if done.note and not quiet:
+                tqdm.write(f"idfzip: {done.note}", file=sys.stderr)
             return
         if isinstance(error, BrokenProcessPool):
             raise click.ClickException(f"{job.path}: a worker process died (out of memory?); "
@@ -361,16 +367,22 @@ def make_jobs(inputs, output, suffixes, out_suffix, recursive, shard, **settings
 @batch_option
 @click.option("--tile", type=click.IntRange(8, 2048), default=512, show_default=True,
               help="Tile side: tiles are coded independently, bounding memory.")
+@max_pixels_option
 @with_options(parallel_options)
 @with_options(verbosity)
 @friendly_errors
-def compress(inputs, output, force, model_name, device, batch_size, tile, jobs, recursive,
-             shard, quiet, verbose):
-    """Compress images losslessly into .idf files."""
+def compress(inputs, output, force, model_name, device, batch_size, tile, max_pixels, jobs,
+             recursive, shard, quiet, verbose):
+    """Compress images losslessly into .idf files.
+
+    Images that cannot come back exactly are refused: more than 8 bits per colour channel
+    (16-bit RGB PNG or TIFF; 16-bit grey is kept), modes other than RGB, RGBA, L, LA, P, 1
+    and I;16. JPEG and lossy WebP inputs get a one-line note: their pixels are kept exactly,
+    which takes several times their size."""
     from .jobs import IMAGE_SUFFIXES, compress_file
     work = make_jobs(inputs, output, IMAGE_SUFFIXES, ".idf", recursive, shard, force=force,
                      model=model_name, device=resolve_device(device), batch_size=batch_size,
-                     tile=tile)
+                     tile=tile, max_pixels=max_pixels)
     code_files(compress_file, work, jobs, quiet, verbose)
 
 
@@ -378,21 +390,29 @@ def compress(inputs, output, force, model_name, device, batch_size, tile, jobs, 
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", default=None,
               help="Output image (one input only; '-' for stdout as PNG); its extension picks "
-                   "the format. Default: INPUT without .idf, as PNG.")
+                   "the format, written losslessly. Default: INPUT without .idf, as PNG.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
 @click.option("--model", "model_name", default=None,
               help="Model to decode with (default: the one the file names).")
 @device_option
 @batch_option
+@max_pixels_option
 @with_options(parallel_options)
 @with_options(verbosity)
 @friendly_errors
-def decompress(inputs, output, force, model_name, device, batch_size, jobs, recursive, shard,
-               quiet, verbose):
-    """Decompress .idf files back to the exact original images."""
+def decompress(inputs, output, force, model_name, device, batch_size, max_pixels, jobs,
+               recursive, shard, quiet, verbose):
+    """Decompress .idf files back to the exact original images.
+
+    Every format is written losslessly (WebP lossless, GIF unoptimised), read back and
+    compared; a format that cannot hold the image exactly (JPEG and AVIF always; WebP for
+    modes other than RGB and RGBA; all but PNG and GIF for an image with transparency; all
+    but PNG, TIFF and WebP for one with an ICC profile; ...) is refused with the reason, and
+    nothing is written. PNG holds every image."""
     from .jobs import decompress_file
     work = make_jobs(inputs, output, (".idf",), ".png", recursive, shard, force=force,
-                     model=model_name, device=resolve_device(device), batch_size=batch_size)
+                     model=model_name, device=resolve_device(device), batch_size=batch_size,
+                     max_pixels=max_pixels)
     code_files(decompress_file, work, jobs, quiet, verbose)
 
 

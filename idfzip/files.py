@@ -9,8 +9,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from PIL import Image
-
 from .imageio import ImageReadError
 
 
@@ -68,11 +66,3 @@ def refuse_to_clobber(source: str, out: str, force: bool) -> None:
         raise OSError(f"{out}: output would overwrite the input")
     if Path(out).exists() and not force:
         raise OSError(f"{out}: already exists (use -f to overwrite)")
-
-
-def format_for(path: str) -> str:
-    ext = Path(path).suffix.lower()
-    Image.init()
-    if ext not in Image.EXTENSION:
-        raise OSError(f"{path}: unknown image format {ext!r} (use .png, .webp, .tiff, ...)")
-    return Image.EXTENSION[ext]

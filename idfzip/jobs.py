@@ -9,7 +9,6 @@ once and keeps it for all the files it codes.
 
 from __future__ import annotations
 
-import io
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -19,8 +18,9 @@ from typing import Callable, Iterator
 
 import torch
 
-from .files import default_output, format_for, read_input, refuse_to_clobber, write_output
-from .imageio import ImageReadError
+from .files import default_output, read_input, refuse_to_clobber, write_output
+from .imageio import (ImageReadError, encode_exact, lossy_source, open_image, output_format,
+                      pixel_limit)
 
 # Called with a job's number of tiles once it is known; returns the per-batch tile counter.
 StartProgress = Callable[[int], Callable[[int], None]]
@@ -37,6 +37,7 @@ class Job:
     device: str
     batch_size: int
     tile: int | None = None  # compress only
+    max_pixels: int | None = None  # PIL.Image.MAX_IMAGE_PIXELS for this job (0: none)
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Done:
     out_bytes: int
     dims: int
     summary: str
+    note: str | None = None  # one line worth telling even without -v
 
 
 def _counter(start: StartProgress | None, total: int):
@@ -55,17 +57,16 @@ def _counter(start: StartProgress | None, total: int):
 
 
 def compress_file(job: Job, start_progress: StartProgress | None = None) -> Done:
-    from PIL import Image
+    with pixel_limit(job.max_pixels):
+        return _compress_file(job, start_progress)
 
+
+def _compress_file(job: Job, start_progress: StartProgress | None) -> Done:
     from .api import compress
     from .codec import tile_grid
 
     raw = read_input(job.path)
-    try:
-        image = Image.open(io.BytesIO(raw))
-        image.load()
-    except Exception as err:
-        raise ImageReadError(f"{job.path}: not a readable image ({type(err).__name__})") from None
+    image = open_image(raw, job.path)  # pixel limit and source bit depth checked first
     refuse_to_clobber(job.path, job.out, job.force)
     progress = _counter(start_progress, len(tile_grid(image.height, image.width, job.tile)))
     try:
@@ -75,33 +76,36 @@ def compress_file(job: Job, start_progress: StartProgress | None = None) -> Done
         raise ValueError(f"{job.path}: {err}") from None
     write_output(job.out, lambda f: f.write(data), job.force)
     dims = image.width * image.height * len(image.getbands())
+    lossy, note = lossy_source(image, raw), None
+    if lossy and len(data) > len(raw):
+        note = (f"note: {job.path} is a lossy {lossy}: its decoded pixels, noise included, are "
+                f"kept exactly, in {len(data) / len(raw):.1f}x its size")
     return Done(job, len(raw), len(data), dims,
-                f"{len(data)} bytes, {8 * len(data) / dims:.4f} bpd")
+                f"{len(data)} bytes, {8 * len(data) / dims:.4f} bpd", note)
 
 
 def decompress_file(job: Job, start_progress: StartProgress | None = None) -> Done:
+    with pixel_limit(job.max_pixels):
+        return _decompress_file(job, start_progress)
+
+
+def _decompress_file(job: Job, start_progress: StartProgress | None) -> Done:
     from .api import decompress, tiles_of
 
     data = read_input(job.path)
     refuse_to_clobber(job.path, job.out, job.force)
+    fmt = "PNG" if job.out == "-" else output_format(job.out)  # lossy formats: refused here
     try:
         progress = _counter(start_progress, tiles_of(data))
         image = decompress(data, job.model, batch_size=job.batch_size, progress=progress,
                            device=job.device)
     except ValueError as err:
         raise ValueError(f"{job.path}: {err}") from None
-    fmt = "PNG" if job.out == "-" else None
-
-    def save(f):
-        params = {"icc_profile": image.info["icc_profile"]} if "icc_profile" in image.info else {}
-        try:
-            image.save(f, format=fmt or format_for(job.out), **params)
-        except (KeyError, ValueError, OSError) as err:
-            raise OSError(f"{job.out}: cannot save a {image.mode} image in this format "
-                          f"({err})") from None
-    write_output(job.out, save, job.force)
+    encoded = encode_exact(image, fmt, job.out)  # read back and compared, or refused
+    write_output(job.out, lambda f: f.write(encoded), job.force)
     dims = image.width * image.height * len(image.getbands())
-    return Done(job, len(data), 0, dims, f"{image.width}x{image.height} {image.mode}")
+    return Done(job, len(data), len(encoded), dims,
+                f"{image.width}x{image.height} {image.mode}")
 
 
 # -- inputs ---------------------------------------------------------------------------------

@@ -1,4 +1,10 @@
-"""Pillow plugin: after ``import idfzip``, ``Image.open("photo.idf")`` decodes .idf files."""
+"""Pillow plugin: after ``import idfzip``, ``Image.open("photo.idf")`` decodes .idf files.
+
+As Pillow's own plugins do, it raises ``OSError`` (the message says why) for a file it cannot
+read: a damaged file on ``open``, and on ``load`` a damaged payload, a model that cannot be
+loaded or an image over the pixel limit (``PIL.Image.MAX_IMAGE_PIXELS``); the idfzip error
+is the ``OSError``'s ``__cause__``.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +26,10 @@ class IdfImageFile(ImageFile.ImageFile):
 
     def _open(self):
         self._data = self.fp.read()
-        header = parse(self._data)
+        try:
+            header = parse(self._data)
+        except ValueError as err:
+            raise OSError(f"cannot read .idf file: {err}") from err
         self._mode = header.mode
         self._size = (header.width, header.height)
         self.tile = []
@@ -28,7 +37,10 @@ class IdfImageFile(ImageFile.ImageFile):
     def load(self):
         if self._data is not None:
             from .api import decompress
-            image = decompress(self._data)
+            try:
+                image = decompress(self._data)
+            except ValueError as err:  # CodingError, ModelError, PixelLimitError
+                raise OSError(f"cannot decode .idf file: {err}") from err
             self.im = image.im
             self.info.update(image.info)
             if image.mode in ("P", "PA"):

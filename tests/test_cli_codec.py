@@ -15,8 +15,9 @@ import idfzip  # noqa: F401  (registers the Pillow plugin)
 import idfzip.api
 from idfzip.api import CodingModel, compress, describe
 from idfzip.cli import main, run
+from idfzip.entropy import CodingError
 from idfzip.intnet import to_integer
-from idfzip.weights import save_model
+from idfzip.weights import ModelError, save_model
 
 from .conftest import mid_grey, sharp_model
 
@@ -435,8 +436,9 @@ def test_pillow_loading_a_flow_file_without_its_model_fails_clearly(tmp_path):
     path = tmp_path / "p.idf"
     path.write_bytes(compress(Image.fromarray(smooth(3)), coder, tile=16))
     with Image.open(path) as im:
-        with pytest.raises(ValueError, match="tiny"):
+        with pytest.raises(OSError, match="tiny") as raised:  # what Pillow users catch
             im.load()
+    assert isinstance(raised.value.__cause__, ModelError)
 
 
 @pytest.mark.parametrize("mode", ["P", "L", "1", "RGBA", "I;16"])
@@ -463,9 +465,15 @@ def test_pillow_refuses_a_damaged_idf(tmp_path):
     data = compress(Image.fromarray(smooth(0, 5, 5)), CodingModel(sharp_model(),
                                                                   "tiny"))
     path.write_bytes(data[:-3])
-    with pytest.raises((ValueError, OSError)):
-        with Image.open(path) as im:
+    with pytest.raises(OSError, match="truncated .idf file"):  # on open: the header is parsed
+        Image.open(path)
+    damaged = bytearray(data)
+    damaged[12] ^= 1  # the stored CRC-32: found on load
+    path.write_bytes(bytes(damaged))
+    with Image.open(path) as im:
+        with pytest.raises(OSError, match="checksum mismatch") as raised:
             im.load()
+    assert isinstance(raised.value.__cause__, CodingError)
 
 
 def test_a_worker_that_dies_is_one_line_not_a_traceback(tmp_path, model_file, monkeypatch):
