@@ -48,12 +48,31 @@ def atomic_save(obj, path: str | Path) -> None:
 
 
 def save_model(model: IntegerDiscreteFlow, path: str | Path) -> str:
-    """Write ``model`` to ``path``; returns its weight hash."""
+    """Write ``model`` to ``path``; returns its weight hash (that of the float64 tensors, also
+    where they are stored packed, see :func:`pack_integers`)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     digest = weights_sha256(state)
     atomic_save({"format": MODEL_FORMAT, "config": model.config.to_dict(),
-                 "integer": model.is_integer, "state_dict": state, "sha256": digest}, path)
+                 "integer": model.is_integer, "state_dict": pack_integers(state),
+                 "sha256": digest}, path)
     return digest
+
+
+def pack_integers(state: dict) -> dict:
+    """Integer-valued float64 tensors (an export's weights and biases) stored as int32: half
+    the bytes of a weight file. :func:`unpack_integers` restores the float64 tensors exactly,
+    so the weight hash, which is taken over them, does not depend on how a file stores them."""
+    packed = {}
+    for name, t in state.items():
+        if t.dtype == torch.float64 and t.numel() and bool((t == t.round()).all()) \
+                and float(t.abs().max()) < 2**31 and not bool((torch.signbit(t) & (t == 0)).any()):
+            t = t.to(torch.int32)
+        packed[name] = t
+    return packed
+
+
+def unpack_integers(state: dict) -> dict:
+    return {name: t.double() if t.dtype == torch.int32 else t for name, t in state.items()}
 
 
 def load_model_file(path: str | Path, expected_sha256: str | None = None) -> IntegerDiscreteFlow:
@@ -69,6 +88,7 @@ def load_model_file(path: str | Path, expected_sha256: str | None = None) -> Int
     if blob["format"] != MODEL_FORMAT and blob.get("integer"):
         raise ModelError(f"{path}: integer export of an older idfzip; export its float model "
                          "again with: idfzip export MODEL.pt")
+    blob["state_dict"] = unpack_integers(blob["state_dict"])
     digest = weights_sha256(blob["state_dict"])
     if digest != blob["sha256"] or (expected_sha256 and digest != expected_sha256):
         raise ModelError(f"{path}: weights do not match their sha256 (damaged file?)")

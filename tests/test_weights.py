@@ -7,7 +7,9 @@ from PIL import Image
 
 from idfzip import compress, decompress
 from idfzip.api import coding_model, describe
-from idfzip.weights import ModelError, load_model_file, save_model, weights_sha256
+from idfzip.intnet import to_integer
+from idfzip.weights import (ModelError, load_model_file, pack_integers, save_model,
+                            unpack_integers, weights_sha256)
 from idfzip.zoo import EARLIER, PRESETS, SHIPPED, load_model
 
 from .conftest import tiny_model
@@ -20,6 +22,30 @@ def test_save_load_round_trip_keeps_weights_and_hash(tmp_path):
     assert loaded.sha256 == digest == weights_sha256(model.state_dict())
     x = torch.randint(0, 256, (1, 3, 9, 9), dtype=torch.uint8)
     assert loaded.log_prob(x).item() == model.log_prob(x).item()
+
+
+def test_exports_are_stored_packed_with_the_hash_of_their_float64_weights(tmp_path):
+    model = to_integer(tiny_model(3))
+    digest = save_model(model, tmp_path / "m.pt")
+    stored = torch.load(tmp_path / "m.pt", weights_only=True)["state_dict"]
+    assert any(t.dtype == torch.int32 for t in stored.values())
+    assert digest == weights_sha256(model.state_dict())
+    loaded = load_model_file(tmp_path / "m.pt")
+    assert loaded.sha256 == digest
+    for name, t in model.state_dict().items():
+        assert loaded.state_dict()[name].dtype == t.dtype and torch.equal(loaded.state_dict()[name], t)
+
+
+def test_packing_keeps_what_int32_cannot_hold_exactly():
+    state = {"frac": torch.tensor([0.5, 1.0], dtype=torch.float64),
+             "negzero": torch.tensor([-0.0, 2.0], dtype=torch.float64),
+             "big": torch.tensor([2.0**40], dtype=torch.float64),
+             "ints": torch.tensor([-3.0, 7.0], dtype=torch.float64),
+             "float32": torch.tensor([1.0, 2.0])}
+    packed = pack_integers(state)
+    assert packed["ints"].dtype == torch.int32
+    assert all(packed[k].dtype == state[k].dtype for k in ("frac", "negzero", "big", "float32"))
+    assert weights_sha256(unpack_integers(packed)) == weights_sha256(state)
 
 
 def test_model_file_is_plain_tensors_not_a_pickled_module(tmp_path):
