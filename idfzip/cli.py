@@ -194,6 +194,8 @@ def models():
 @click.option("--anneal-decay-per-1000", type=click.FloatRange(0, 1, min_open=True),
               default=None, help="Faster decay of the anneal phase [0.85].")
 @click.option("--seed", type=int, default=None)
+@click.option("--holdout-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=None, help="Share of the images held out for evaluation [0.02].")
 @click.option("--eval-every", type=click.IntRange(1), default=None)
 @click.option("--checkpoint-every", type=click.IntRange(1), default=None)
 @click.option("--init", "init_model", default=None,

@@ -163,7 +163,8 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
             history.append({"step": step, "train_bpd": running, "eval_bpd": held_out,
                             "seconds": trained_seconds + time.time() - started})
             (bar.write if progress else log)(
-                f"step {step}: train {running:.4f} bpd, held-out {held_out:.4f} bpd")
+                f"step {step}: train {running:.4f} bpd, held-out {held_out:.4f} bpd "
+                f"({history[-1]['seconds'] / 3600:.3f} h)")
         if step % config.checkpoint_every == 0 or step == config.steps:
             checkpoint()
     bar.close()

@@ -53,8 +53,12 @@ def run(args: argparse.Namespace) -> None:
                          anneal_decay_per_1000=args.anneal_decay, seed=0,
                          holdout_fraction=args.holdout, eval_every=args.eval_every,
                          eval_crop=128, checkpoint_every=args.eval_every, precision="bfloat16")
+    init = None
+    if args.init:  # fine-tune a trained model of the variant's architecture (a new run)
+        from idfzip.zoo import load_model
+        init = load_model(args.init).state_dict()
     train(variant_config(args.variant), args.data, Path(args.out) / args.variant, config,
-          resume=True, device=args.device, progress=False,
+          resume=True, device=args.device, progress=False, init_weights=init,
           log=lambda msg: print(msg, flush=True))
 
 
@@ -133,6 +137,7 @@ def main() -> None:
         q = sub.add_parser(name)
         if name == "run":
             q.add_argument("variant", choices=sorted(VARIANTS))
+            q.add_argument("--init", default=None, help="start from this trained model file")
         else:
             q.add_argument("--variants", default="w64,w128,w256,w128s8")
             q.add_argument("--hours", type=float, required=True, help="wall time of this sitting")

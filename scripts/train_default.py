@@ -3,7 +3,7 @@
 form that goes into idfzip/weights/ (and whose sha256 is pinned in idfzip/zoo.py).
 
     python scripts/train_default.py photo            # resumable: run it again to continue
-    python scripts/train_default.py cifar10 --device cuda
+    python scripts/train_default.py photo-v2 --device cuda   # wide: trained on a GPU
     python scripts/train_default.py photo --nproc 2 --threads 1   # data-parallel, 2 processes
     python scripts/train_default.py photo-deep       # trains photo first if it has to, grows it
 
@@ -28,12 +28,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 
 PHOTOS = [SHARED / "photos_train" / "crops.npz", SHARED / "photos_train" / "wikipedia_half"]
+PHOTOS_MORE = [*PHOTOS, SHARED / "photos_train" / "urban100_half",
+               SHARED / "photos_train" / "sun80_third"]
 COMMON = ["--seed", "0", "--precision", "bfloat16"]
 
 
 def recipe(preset: str, data: list[Path], batch: int, crop: int, eval_every: int,
            anneal_from: int, anneal_decay: float, steps: int, lr: float = 3e-3,
-           warmup: int = 500, grow_from: str | None = None) -> dict:
+           warmup: int = 500, grow_from: str | None = None, holdout: float = 0.02) -> dict:
     """Data and ``idfzip train`` arguments of one shipped model: Adamax at ``lr`` with
     ``warmup`` warm-up steps and decay 0.97 per 1000 steps, then annealed from ``anneal_from``.
     With ``grow_from``, training starts from that recipe's trained model, grown to ``preset``."""
@@ -41,10 +43,14 @@ def recipe(preset: str, data: list[Path], batch: int, crop: int, eval_every: int
             "args": ["--preset", preset, "--batch-size", str(batch), "--crop", str(crop),
                      "--eval-every", str(eval_every), "--lr", str(lr), "--warmup-steps",
                      str(warmup), "--anneal-from", str(anneal_from),
-                     "--anneal-decay-per-1000", str(anneal_decay), *COMMON]}
+                     "--anneal-decay-per-1000", str(anneal_decay),
+                     "--holdout-fraction", str(holdout), *COMMON]}
 
 
 RECIPES = {
+    # One H100 for 18 min, shared with the 4 other runs of scripts/scaling_study.py (~10 steps/s)
+    "photo-v2": recipe("photo-v2", PHOTOS_MORE, 128, 64, 500, 10000, 0.85, 11000, lr=1.5e-3,
+                       holdout=0.05),
     "photo": recipe("photo", PHOTOS, 16, 64, 500, 33800, 0.85, 50000),
     "photo-deep": recipe("photo-deep", PHOTOS, 16, 64, 500, 6000, 0.85, 16000, lr=5e-4,
                          warmup=200, grow_from="photo"),
