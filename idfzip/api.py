@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .codec import FlowCodec, Progress, decode_image, encode_image, tile_grid
-from .container import (FORMAT_VERSION, MAX_PIXELS, MAX_SIDE, MAX_TILE, METHOD_FLOW,
-                        METHOD_NAMES, METHOD_PNG, METHOD_RAW, MODEL_ID_BYTES, MODES, Container,
-                        parse)
+from .codec import FlowCodec, Progress, decode_image, encode_image, short_streams, tile_grid
+from .container import (FLOW_CHANNELS, MAX_PIXELS, MAX_SIDE, MAX_TILE, METHOD_FLOW,
+                        METHOD_NAMES, METHOD_PNG, METHOD_RAW, MIN_TILE, MODEL_ID_BYTES, MODES,
+                        Container, parse)
 from .entropy import CodingError
 from .imageio import check_depth, check_pixels, open_image, transparency
 from .intnet import to_integer
@@ -33,7 +33,7 @@ from .zoo import DEFAULT_MODEL, DEFAULT_MODELS, SHIPPED, load_model, release
 
 DEFAULT_TILE = 512
 DEFAULT_BATCH = 2
-FLOW_MODES = {"RGB": 3, "RGBA": 3, "L": 1, "LA": 1}
+FLOW_MODES = FLOW_CHANNELS
 
 
 class CodingModel:
@@ -41,7 +41,7 @@ class CodingModel:
 
     def __init__(self, model: IntegerDiscreteFlow, name: str):
         self.model = model if model.is_integer else to_integer(model)
-        self.name = name
+        self.name = name.encode()[:255].decode(errors="ignore")  # what a file can record
         self.sha256 = bytes.fromhex(weights_sha256(self.model.state_dict()))
         self.codec = FlowCodec(self.model)
 
@@ -67,7 +67,7 @@ def coding_model(name_or_path: str = DEFAULT_MODEL, device: str = "cpu",
 @lru_cache(maxsize=8)
 def _coding_model(name_or_path: str, device: str, model_id: bytes | None) -> CodingModel:
     model = load_model(name_or_path, model_id)
-    name = name_or_path if not Path(name_or_path).suffix else Path(name_or_path).stem
+    name = name_or_path if name_or_path in SHIPPED else Path(name_or_path).stem
     return CodingModel(model, name).to(device)
 
 
@@ -91,12 +91,28 @@ def _flow_model(mode: str, model, device: str) -> CodingModel | None:
     return coding_model(default, device) if default in SHIPPED else None
 
 
-def checksum(image: Image.Image, icc: bytes | None) -> int:
-    """CRC-32 of everything decoding must restore: pixels, palette and ICC profile."""
-    crc = zlib.crc32(image.tobytes())
+CHECKSUM_BYTES = 1 << 24  # pixel bytes per slice: no whole copy of a large image
+
+
+def pixel_checksum(image: Image.Image) -> int:
+    """CRC-32 of the pixels (the bytes of ``image.tobytes()``) and the palette; a file's crc32
+    field continues it over the header (:meth:`idfzip.container.Container.checksum`)."""
+    row_bytes = max(1, len(image.crop((0, 0, image.width, 1)).tobytes()))
+    rows = max(1, CHECKSUM_BYTES // row_bytes)
+    crc = 0
+    for top in range(0, image.height, rows):
+        box = (0, top, image.width, min(image.height, top + rows))
+        crc = zlib.crc32(image.tobytes() if rows >= image.height else image.crop(box).tobytes(),
+                         crc)
     if image.mode == "P":
         crc = zlib.crc32(bytes(image.getpalette() or []), crc)
-    return zlib.crc32(icc or b"", crc)
+    return crc
+
+
+def _sealed(c: Container, pixel_crc: int) -> bytes:
+    """The file of ``c`` with its crc32 field set."""
+    c.crc32 = c.checksum(pixel_crc)
+    return c.to_bytes()
 
 
 def _png(image: Image.Image, level: int = 9) -> bytes:
@@ -132,10 +148,10 @@ def _single_frame(image: Image.Image) -> Image.Image:
 
 
 def _fallback(image: Image.Image, crc: int, icc: bytes | None,
-              to_beat: int | None = None) -> Container:
-    """The smaller of PNG and raw pixel bytes. Given ``to_beat``, the size another candidate
-    reaches, a fast PNG is made first, and the slow level-9 one only if the fast one comes
-    close to ``to_beat``."""
+              to_beat: int | None = None) -> bytes:
+    """The smaller of PNG and raw pixel bytes (a sealed file; ``crc`` is the image's
+    :func:`pixel_checksum`). Given ``to_beat``, the size another candidate reaches, a fast PNG
+    is made first, and the slow level-9 one only if the fast one comes close to ``to_beat``."""
     key = transparency(image)
     # a palette, or a colour key (tRNS of 1, L, I;16 and RGB images), needs PNG
     raw = b"" if image.mode == "P" or key is not None else image.tobytes()
@@ -147,7 +163,7 @@ def _fallback(image: Image.Image, crc: int, icc: bytes | None,
             png = min(png, _png(image), key=len)
     if not raw:
         back = _open_png(png, image.mode, image.size)
-        if checksum(back, icc) != crc:
+        if pixel_checksum(back) != crc:
             raise ValueError("cannot store this palette image losslessly (PNG changes its "
                              "pixels or palette: empty palette, or pixel values beyond the "
                              "palette)")
@@ -155,7 +171,8 @@ def _fallback(image: Image.Image, crc: int, icc: bytes | None,
             raise ValueError(f"cannot store this {image.mode} image's transparency "
                              f"{image.info.get('transparency')!r} losslessly (PNG changes it)")
     method, payload = (METHOD_RAW, raw) if raw and len(raw) <= len(png) else (METHOD_PNG, png)
-    return Container(image.mode, method, image.width, image.height, crc, icc, payload=payload)
+    return _sealed(Container(image.mode, method, image.width, image.height, 0, icc,
+                             payload=payload), crc)
 
 
 def compress(image, model=None, tile: int = DEFAULT_TILE, batch_size: int = DEFAULT_BATCH,
@@ -170,22 +187,28 @@ def compress(image, model=None, tile: int = DEFAULT_TILE, batch_size: int = DEFA
     if image.width > MAX_SIDE or image.height > MAX_SIDE or image.width * image.height > MAX_PIXELS:
         raise ValueError(f"image too large ({image.width}x{image.height})")
     check_pixels(image.width, image.height)
-    if not 8 <= tile <= MAX_TILE:
-        raise ValueError(f"tile size must be between 8 and {MAX_TILE}")
+    if not MIN_TILE <= tile <= MAX_TILE:
+        raise ValueError(f"tile size must be between {MIN_TILE} and {MAX_TILE}")
     icc = image.info.get("icc_profile") or None
-    crc = checksum(image, icc)
+    crc = pixel_checksum(image)
     keyed = image.mode != "P" and transparency(image) is not None  # the flow has no colour key
     coder = _flow_model(image.mode, model, device) \
         if image.mode in FLOW_MODES and not keyed else None
     if coder is None:
-        return _fallback(image, crc, icc).to_bytes()
+        return _fallback(image, crc, icc)
     pixels = np.asarray(image.convert("RGB" if coder.channels == 3 else "L"))
     pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
     streams = encode_image(coder.codec, np.ascontiguousarray(pixels), tile, batch_size, progress)
+    grid = tile_grid(image.height, image.width, tile)
+    if short_streams(streams, grid, coder.channels, coder.model.config.block):
+        # the decoder would refuse a stream this short as damaged (see idfzip.limits); no
+        # image of any use codes this well, but one that does is stored instead
+        return _fallback(image, crc, icc)
     alpha = _png(image.getchannel("A")) if image.mode in ("RGBA", "LA") else None
-    flow = Container(image.mode, METHOD_FLOW, image.width, image.height, crc, icc, coder.name,
-                     coder.sha256[:MODEL_ID_BYTES], tile, streams, alpha).to_bytes()
-    stored_bytes = _fallback(image, crc, icc, to_beat=len(flow)).to_bytes()
+    flow = _sealed(Container(image.mode, METHOD_FLOW, image.width, image.height, 0, icc,
+                             coder.name, coder.sha256[:MODEL_ID_BYTES], tile, streams, alpha),
+                   crc)
+    stored_bytes = _fallback(image, crc, icc, to_beat=len(flow))
     return flow if len(flow) <= len(stored_bytes) else stored_bytes
 
 
@@ -193,31 +216,24 @@ def decompress(data: bytes, model=None, batch_size: int = DEFAULT_BATCH,
                progress: Progress | None = None, device: str = "cpu") -> Image.Image:
     """Decode .idf bytes to the exact original PIL image (same mode, ICC profile kept).
 
-    ``model`` overrides the model named in the file (a name, path or model); either way its
-    weight hash must match the one the file records.
+    A flow-coded file is decoded by the shipped model it names (the release with its weight
+    id). ``model`` (a name, a path of a model file or a model) overrides that; either way its
+    weight hash must match the one the file records. A file never makes idfzip open a path:
+    a model that is not shipped must be given here.
     """
     c = parse(data)
     check_pixels(c.width, c.height)  # the one pixel limit, from the header, before decoding
     if c.method == METHOD_RAW:
-        if len(c.payload) != _raw_size(c.mode, c.width, c.height):
-            raise CodingError("damaged .idf payload (raw size does not match the header)")
         image = Image.frombytes(c.mode, (c.width, c.height), c.payload)
     elif c.method == METHOD_PNG:
         image = _open_png(c.payload, c.mode, (c.width, c.height))
     else:
         image = _decode_flow(c, model, batch_size, progress, device)
-    if checksum(image, c.icc) != c.crc32:
+    if c.checksum(pixel_checksum(image)) != c.crc32:
         raise CodingError("checksum mismatch: the .idf file is damaged")
     if c.icc:
         image.info["icc_profile"] = c.icc
     return image
-
-
-def _raw_size(mode: str, width: int, height: int) -> int:
-    """Length of ``Image.tobytes()`` for an image of this mode and size."""
-    if mode == "1":
-        return (width + 7) // 8 * height
-    return width * height * {"L": 1, "P": 1, "LA": 2, "I;16": 2, "RGB": 3, "RGBA": 4}[mode]
 
 
 def _open_png(payload: bytes, mode: str, size) -> Image.Image:
@@ -238,21 +254,35 @@ def _open_png(payload: bytes, mode: str, size) -> Image.Image:
     return im
 
 
-def _decode_flow(c: Container, model, batch_size: int, progress, device) -> Image.Image:
+def _file_model(c: Container, model, device: str) -> CodingModel:
+    """The model that decodes ``c``: ``model`` if given, else the shipped model the file
+    names; a name in a file is looked up among the shipped models only, never as a path."""
+    needs = f"model {c.model_name!r} (weights {c.model_id.hex()})"
+    if model is None:
+        if c.model_name not in SHIPPED:
+            raise ModelError(f"this file was made with {needs}, which idfzip does not ship; "
+                             "decode it with --model PATH, the model file that made it")
+        return coding_model(c.model_name, device, c.model_id)
+    given = model if isinstance(model, str) else getattr(model, "name", "custom")
     try:
-        coder = _resolve(model if model is not None else c.model_name, device, c.model_id)
+        return _resolve(model, device, c.model_id)
     except ModelError as err:
-        raise ModelError(f"this file needs model {c.model_name!r}, which cannot be loaded "
-                         f"({err}); pass --model") from None
+        problem = str(err).removeprefix(f"{given}: ")
+        raise ModelError(f"cannot use --model {given!r} ({problem}); this file needs "
+                         f"{needs}") from None
+
+
+def _decode_flow(c: Container, model, batch_size: int, progress, device) -> Image.Image:
+    coder = _file_model(c, model, device)
     if coder.sha256[:MODEL_ID_BYTES] != c.model_id:
+        given = f"--model {model!r}" if isinstance(model, str) else repr(coder.name)
         hint = ("; it comes from a release of that model this version does not ship: "
                 "decode it with the idfzip version that made it, or pass --model with those "
-                "weights"
-                if c.model_name == coder.name else "")
+                "weights" if model is None or model == c.model_name else "")
         raise ModelError(f"this file was made with model {c.model_name!r} "
                          f"(weights {c.model_id.hex()}), not with "
-                         f"{coder.name!r} (weights {coder.sha256[:MODEL_ID_BYTES].hex()}){hint}")
-    channels = FLOW_MODES.get(c.mode)
+                         f"{given} (weights {coder.sha256[:MODEL_ID_BYTES].hex()}){hint}")
+    channels = FLOW_MODES[c.mode]
     if channels != coder.channels:
         raise CodingError("corrupted .idf header (mode does not match the model)")
     try:
@@ -281,7 +311,7 @@ def tiles_of(data: bytes) -> int:
 def describe(data: bytes) -> dict:
     """The header of an .idf file as a dict, for ``idfzip info``."""
     c = parse(data)
-    info = {"format_version": FORMAT_VERSION, "mode": c.mode, "width": c.width, "height": c.height,
+    info = {"format_version": c.version, "mode": c.mode, "width": c.width, "height": c.height,
             "method": METHOD_NAMES[c.method], "crc32": f"{c.crc32:08x}",
             "icc_profile_bytes": len(c.icc or b""), "file_bytes": len(data),
             "bpd": 8 * len(data) / (c.width * c.height * len(Image.new(c.mode, (1, 1)).getbands()))}

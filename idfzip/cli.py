@@ -248,7 +248,8 @@ def train(sources, preset, out_dir, init_model, resume, device, threads, quiet, 
 verbosity = [click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary."),
              click.option("-v", "--verbose", is_flag=True, help="Print sizes and rates.")]
 batch_option = click.option("--batch-size", type=click.IntRange(1, 256), default=2,
-                            show_default=True, help="Tiles per forward pass.")
+                            show_default=True,
+                            help="Tiles per forward pass (at most 4 Mpixel of tiles).")
 max_pixels_option = click.option(
     "--max-pixels", type=click.IntRange(0), default=None, metavar="N",
     help="Refuse images of more than N pixels, before decoding them (0: no limit but the "

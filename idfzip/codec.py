@@ -24,6 +24,7 @@ import torch
 from .allocator import reuse_freed_memory
 from .intnet import exact_arithmetic
 from .entropy import CodingError, MixtureTables, decode_logistic, encode_logistic
+from .limits import min_stream_words, tiles_per_batch
 from .model import PIXEL_OFFSET, IntegerDiscreteFlow
 
 Progress = Callable[[int], None]
@@ -99,10 +100,24 @@ class FlowCodec:
                          for c in coders]).to(model.device, model.dtype)
         for index in reversed(range(len(model.levels))):
             mean, log_scale = model.priors[index].params(y)
-            z = torch.stack([
-                torch.from_numpy(decode_logistic(c, _flat(mean[i]), _flat(log_scale[i])))
-                for i, c in enumerate(coders)]).reshape(mean.shape)
-            y = model.inverse_level(index, y, z.to(model.device, model.dtype))
+            # the level's kept part y and factored-out part z side by side, z decoded in place
+            kept, (n, factored, *size) = y.shape[1], mean.shape
+            h = torch.empty((n, kept + factored, *size), dtype=model.dtype, device=y.device)
+            h[:, :kept] = y
+            del y
+            on_cpu = h.device.type == "cpu"
+            z = h[:, kept:].numpy() if on_cpu else np.empty((n, factored, *size), np.float64)
+            for i, c in enumerate(coders):  # exact in float64: latents lie below 2^31
+                z[i] = decode_logistic(c, _flat(mean[i]), _flat(log_scale[i])).reshape(z.shape[1:])
+            del mean, log_scale  # freed before the level's networks run
+            if not on_cpu:
+                h[:, kept:] = torch.from_numpy(z).to(h.device)
+            del z
+            if index == 0 and not all(c.is_empty() for c in coders):
+                raise CodingError("damaged .idf payload (a tile's stream has data left over "
+                                  "after its last symbol)")
+            y = model.invert_level(index, h)
+            del h
         x = (y + PIXEL_OFFSET)[..., :height, :width]
         if x.min() < 0 or x.max() > 255:
             raise CodingError("decoded pixels out of range: damaged data or wrong model")
@@ -122,13 +137,27 @@ def tile_grid(height: int, width: int, tile: int) -> list[tuple[int, int, int, i
 
 
 def _batches(grid, batch_size: int) -> Iterable[list[int]]:
-    """Indices of tiles grouped into batches of equal tile shape, at most batch_size each."""
+    """Indices of tiles grouped into batches of equal tile shape, at most batch_size each and
+    at most :data:`idfzip.limits.BATCH_PIXELS` pixels."""
     by_shape: dict[tuple[int, int], list[int]] = {}
     for i, (_, _, h, w) in enumerate(grid):
         by_shape.setdefault((h, w), []).append(i)
-    for indices in by_shape.values():
-        for k in range(0, len(indices), batch_size):
-            yield indices[k: k + batch_size]
+    for (h, w), indices in by_shape.items():
+        size = tiles_per_batch(h * w, batch_size)
+        for k in range(0, len(indices), size):
+            yield indices[k: k + size]
+
+
+def symbols_per_tile(channels: int, height: int, width: int, block: int) -> int:
+    """Symbols a tile's stream codes at least: one per latent, i.e. per padded dimension."""
+    return channels * (height + -height % block) * (width + -width % block)
+
+
+def short_streams(streams: list[bytes], grid, channels: int, block: int) -> list[int]:
+    """Indices of the tiles whose stream is shorter than the fewest bytes that can hold the
+    tile's symbols (:func:`idfzip.limits.min_stream_words`)."""
+    return [i for i, (stream, (_, _, h, w)) in enumerate(zip(streams, grid))
+            if len(stream) < 4 * min_stream_words(symbols_per_tile(channels, h, w, block))]
 
 
 class _Inline:
@@ -184,6 +213,12 @@ def decode_image(codec: FlowCodec, streams: list[bytes], channels: int, height: 
     grid = tile_grid(height, width, tile)
     if len(streams) != len(grid):
         raise CodingError(f"expected {len(grid)} tile streams, found {len(streams)}")
+    config = codec.model.config
+    short = short_streams(streams, grid, config.channels, config.block)
+    if short:  # before any network runs: an empty or short stream cannot hold its tile
+        i = short[0]
+        raise CodingError(f"damaged .idf payload (tile {i}: {len(streams[i])}-byte stream "
+                          f"is too short for a {grid[i][3]}x{grid[i][2]} tile)")
     image = np.empty((channels, height, width), np.uint8)
 
     def decode_batch(batch):

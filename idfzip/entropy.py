@@ -93,7 +93,22 @@ def logistic_table(key: int):
 
 
 def quantize_logistic(mean: np.ndarray, log_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(integer centre, table key) of each element's prior; validates and clamps parameters."""
+    """(integer centre, table key) of each element's prior; validates and clamps parameters.
+    Computed in slices, so that its temporaries stay small whatever the size of the input."""
+    mean, log_scale = np.asarray(mean), np.asarray(log_scale)
+    centre = np.empty(mean.shape, np.int64)
+    keys = np.empty(mean.shape, np.int64)
+    flat = [a.reshape(-1) for a in (mean, log_scale, centre, keys)]
+    for start in range(0, mean.size, _SLICE):
+        m, s, c, k = (a[start: start + _SLICE] for a in flat)
+        c[:], k[:] = _quantize_logistic(m, s)
+    return centre, keys
+
+
+_SLICE = 1 << 18  # elements per slice of quantize_logistic
+
+
+def _quantize_logistic(mean: np.ndarray, log_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean = np.nan_to_num(np.asarray(mean, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     log_scale = np.clip(np.nan_to_num(np.asarray(log_scale, np.float64), nan=LOG_SCALE_MAX),
                         LOG_SCALE_MIN, LOG_SCALE_MAX)
@@ -106,7 +121,7 @@ def quantize_logistic(mean: np.ndarray, log_scale: np.ndarray) -> tuple[np.ndarr
 
 @lru_cache(maxsize=1)
 def _window_of_scale() -> np.ndarray:
-    return np.array([window(i) for i in range(SCALES)], dtype=np.int64)
+    return np.array([window(i) for i in range(SCALES)], dtype=np.int32)
 
 
 def _windows(keys: np.ndarray) -> np.ndarray:
@@ -118,9 +133,11 @@ def _groups(keys: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
     run in that order: one canonical order, and each run a contiguous slice of a single
     gather, not a gather of its own (tables number in the hundreds per call)."""
     # keys are < 2^15, and numpy's stable sort of 16-bit integers is a linear radix sort
-    order = np.argsort(keys.astype(np.int16), kind="stable")
-    sorted_keys = keys[order]
-    starts = np.flatnonzero(np.diff(sorted_keys, prepend=-1))  # first index of each key
+    keys16 = keys.astype(np.int16)
+    order = np.argsort(keys16, kind="stable")
+    sorted_keys = keys16[order]
+    del keys16
+    starts = np.flatnonzero(np.diff(sorted_keys, prepend=np.int16(-1)))  # first of each key
     bounds = np.append(starts, order.size).tolist()
     runs = zip(sorted_keys[starts].tolist(), bounds[:-1], bounds[1:])
     return order, list(runs)
@@ -158,13 +175,15 @@ def decode_with_tables(coder, keys: np.ndarray, offsets: np.ndarray, windows: np
                        table) -> np.ndarray:
     """Inverse of :func:`encode_with_tables`."""
     order, runs = _groups(keys)
-    in_order = np.empty(keys.shape, np.int64)
+    symbols = np.empty(keys.shape, np.int32)
     for key, start, end in reversed(runs):
-        in_order[start:end] = coder.decode(table(key), end - start)
-    symbols = np.empty_like(in_order)
-    symbols[order] = in_order
-    escaped = symbols == 2 * windows + 1
-    values = symbols - windows + offsets
+        symbols[order[start:end]] = coder.decode(table(key), end - start)
+    del order
+    values = symbols.astype(np.int64)
+    del symbols
+    values -= windows  # the offset from the centre, or windows + 1 for the escape symbol
+    escaped = values > windows
+    values += offsets
     values[escaped] = _decode_raw(coder, int(escaped.sum()))
     return values
 

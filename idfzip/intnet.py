@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .limits import NET_CHUNK_ELEMENTS
 from .nets import ConvNet
 from .quantization import (
     ACTIVATION_BITS,
@@ -116,8 +117,32 @@ class IntegerConvNet(nn.Module):
         convs = [m for m in net.layers if isinstance(m, nn.Conv2d)]
         self.convs = nn.ModuleList(IntegerConv(c, b) for c, b in zip(convs, _input_bits(convs)))
 
+        # rows of input each output row depends on, above and below (the kernels' reach)
+        self.reach = sum(conv.padding[0] for conv in self.convs)
+        self.widest = max(conv.weight.shape[0] for conv in self.convs)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Integer latents (any float dtype) -> the network output as exact float64 values."""
+        """Integer latents (any float dtype) -> the network output as exact float64 values.
+
+        Inputs whose widest activation would exceed ``NET_CHUNK_ELEMENTS`` run in strips of
+        rows, each with ``reach`` rows of context above and below: every output row sees
+        exactly the inputs it sees in one pass, and every sum is exact in any order, so the
+        result is identical, with memory bounded by the strip instead of the image."""
+        n, _, height, width = x.shape
+        rows = max(1, NET_CHUNK_ELEMENTS // max(1, 2 * n * self.widest * width))
+        if rows >= height:
+            return self._forward(x)
+        out = None
+        for top in range(0, height, rows):
+            bottom = min(height, top + rows)
+            first, last = max(0, top - self.reach), min(height, bottom + self.reach)
+            strip = self._forward(x[:, :, first:last])[:, :, top - first: bottom - first]
+            if out is None:
+                out = strip.new_empty((n, strip.shape[1], height, width))
+            out[:, :, top:bottom] = strip
+        return out
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.clamp(-INPUT_LIMIT, INPUT_LIMIT)
         for conv in self.convs[:-1]:
             h = conv.activation(h)

@@ -159,8 +159,21 @@ class IntegerDiscreteFlow(nn.Module):
     def inverse_level(self, index: int, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Undo level ``index`` given its kept part ``y`` and factored-out part ``z``."""
         h = torch.cat([y, z], dim=1)
+        if not torch.is_grad_enabled():
+            return self.invert_level(index, h)
         for step in reversed(self.levels[index]):
             h = step.inverse(h)
+        return unsqueeze2x2(h)
+
+    @torch.no_grad()
+    def invert_level(self, index: int, h: torch.Tensor) -> torch.Tensor:
+        """:meth:`inverse_level` of ``h``, the kept and factored-out parts side by side, which
+        it overwrites: the same values (the same float64 subtractions) with one copy of the
+        level's latents fewer, for decoding large tiles."""
+        for step in reversed(self.levels[index]):
+            coupling = step.coupling
+            h[:, coupling.split:] -= coupling.translation(h[:, : coupling.split])
+            h = step.permutation.inverse(h)
         return unsqueeze2x2(h)
 
     def _inverse(self, levels: list[torch.Tensor]) -> torch.Tensor:

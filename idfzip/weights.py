@@ -76,7 +76,11 @@ def unpack_integers(state: dict) -> dict:
 
 
 def load_model_file(path: str | Path, expected_sha256: str | None = None) -> IntegerDiscreteFlow:
-    """Load a model written by :func:`save_model`, checking its weight hash."""
+    """Load a model written by :func:`save_model`, checking its weight hash. Only a regular
+    file is read (a FIFO or a device such as /dev/zero would block or never end)."""
+    if not Path(path).is_file():
+        raise ModelError(f"{path}: " + ("not a regular file" if Path(path).exists()
+                                        else "no such model file"))
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

@@ -96,7 +96,9 @@ def release(name: str, model_id: bytes | None = None) -> ShippedModel:
 def load_model(name_or_path: str = DEFAULT_MODEL,
                model_id: bytes | None = None) -> IntegerDiscreteFlow:
     """Load a shipped model by name (the release with ``model_id``, see :func:`release`), or
-    any model file by path."""
+    any model file by path. For names and paths a user gives (``--model``): a model name
+    read from an .idf file is looked up in ``SHIPPED`` only, never opened as a path
+    (:func:`idfzip.api.decompress`)."""
     if name_or_path in SHIPPED:
         entry = release(name_or_path, model_id)
         with resources.as_file(WEIGHTS / entry.filename) as file:

@@ -108,6 +108,50 @@ def test_thread_count_and_batch_size_change_neither_pixels_nor_bytes(encode_thre
     assert methods == [("flow", 12), ("raw", None)]
 
 
+def test_memory_bounds_change_neither_pixels_nor_bytes(monkeypatch):
+    """Batches capped by pixels and networks run in strips (idfzip.limits) code the same."""
+    import idfzip.intnet
+    from idfzip import limits
+    rng = np.random.default_rng(6)
+    x = chw(smooth(rng, 40, 56))
+    streams = encode_image(RGB_MODEL.codec, x, 32, batch_size=4)
+    monkeypatch.setattr(limits, "BATCH_PIXELS", 32 * 32)  # one 32x32 tile per batch
+    monkeypatch.setattr(idfzip.intnet, "NET_CHUNK_ELEMENTS", 3000)  # strips of a few rows
+    assert limits.tiles_per_batch(32 * 32, 4) == 1 and limits.tiles_per_batch(8 * 8, 4) == 4
+    assert encode_image(RGB_MODEL.codec, x, 32, batch_size=4) == streams
+    np.testing.assert_array_equal(decode_image(RGB_MODEL.codec, streams, 3, 40, 56, 32,
+                                               batch_size=4), x)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_checksum_of_a_large_image_is_taken_in_slices_with_the_same_value(mode,
+                                                                             monkeypatch):
+    import zlib
+
+    from idfzip import api
+    rng = np.random.default_rng(9)
+    image = Image.frombytes(mode, (37, 23), rng.integers(0, 256, 37 * 23 * 4,
+                                                         dtype=np.uint8).tobytes())
+    whole = api.pixel_checksum(image)
+    assert whole == zlib.crc32(image.tobytes(), 0) or mode == "P"
+    monkeypatch.setattr(api, "CHECKSUM_BYTES", 50)  # slices of a row or a few
+    assert api.pixel_checksum(image) == whole
+
+
+def test_inverting_a_level_in_place_gives_the_same_values():
+    model = RGB_MODEL.model
+    rng = np.random.default_rng(8)
+    latents, _ = model.analyse(torch.from_numpy(chw(smooth(rng, 16, 24)))[None])
+    for index in reversed(range(len(model.levels))):  # the decoder's order
+        y, z = latents[index + 1], latents[index]
+        with torch.no_grad():
+            in_place = model.inverse_level(index, y, z)
+        with torch.enable_grad():  # the step-by-step path (autograd-safe)
+            step_by_step = model.inverse_level(index, y, z)
+        assert torch.equal(in_place, step_by_step)
+        latents[index] = in_place
+
+
 def test_decoding_is_independent_of_other_tiles_in_the_batch():
     """Tiles of one batch are coded independently: decoding them one by one agrees."""
     rng = np.random.default_rng(4)
@@ -449,13 +493,16 @@ def test_palette_regressions():
 def test_bitstream_is_stable():
     """The bytes of a file are part of the format: a change to the coder, the tables or the
     integer networks that alters them breaks every file already written. If a change is meant,
-    bump the format version and update the digest."""
+    bump the format version and update the digest, and keep a file of the old version that
+    must still decode (tests/data; version 1 of this file, digest 040e0c42c4706422, is
+    test_container.test_version_1_file_of_the_pinned_bitstream_still_decodes)."""
     import hashlib
     rng = np.random.default_rng(7)
     data = compress(np.concatenate([smooth(rng, 20, 37), mid_grey(rng, 20, 37)]), RGB_MODEL,
                     tile=16)
     assert describe(data)["method"] == "flow"
-    assert hashlib.sha256(data).hexdigest()[:16] == "040e0c42c4706422"
+    assert describe(data)["format_version"] == 2
+    assert hashlib.sha256(data).hexdigest()[:16] == "ca09eb45ae542a02"
 
 
 @pytest.fixture

@@ -245,3 +245,41 @@ def test_rate_with_off_grid_parameters_stays_close_to_the_ideal():
     E.encode_logistic(coder, z, mean, log_scale)
     bits = len(coder.get_compressed()) * 32
     assert bits <= 1.01 * ideal_bits(z, mean, log_scale) + 4 * 32
+
+
+# -- the fewest bits a symbol costs (idfzip.limits) -----------------------------------------
+
+def float_pmf(key: int) -> np.ndarray:
+    scale_index, fraction_index = divmod(key, E.FRACTIONS)
+    w = E.window(scale_index)
+    edges = np.arange(-w, w + 2, dtype=np.float64) - 0.5 - E.fraction_value(fraction_index)
+    return E._with_escape(np.diff(E.logistic_cdf(edges / E.scale_grid()[scale_index])))
+
+
+def test_no_table_gives_a_symbol_more_than_the_bounds_probability():
+    """limits.MIN_SYMBOL_BITS rests on this: the most probable symbol of any table (narrowest
+    scale, any fraction; mixtures are averages of such) has probability at most 0.9867."""
+    peaks = [float_pmf(key).max() for key in range(E.SCALES * E.FRACTIONS)]
+    assert max(peaks) <= 2 / (1 + math.exp(-0.5 / math.exp(LOG_SCALE_MIN))) - 1 + 1e-12
+    assert max(peaks) < 0.9867 and -math.log2(0.9867) > 0.0193
+
+
+def peaked_tables():
+    """The most peaked table of each kind, with its most probable symbol."""
+    key = max(range(E.SCALES * E.FRACTIONS), key=lambda k: float_pmf(k).max())
+    mixture = E.MixtureTables(np.zeros((1, 3)), np.zeros((1, 3)), np.full((1, 3), -9.0))
+    return [(E.logistic_table(key), int(float_pmf(key).argmax())),
+            (mixture.models[0], mixture.windows[0])]
+
+
+@pytest.mark.parametrize("count", [1, 2, 10, 100, 1000, 10_000, 100_000, 1_000_000])
+def test_no_stream_is_shorter_than_the_bound_for_its_symbols(count):
+    """The cheapest possible streams, every symbol the most probable one of the most peaked
+    table, are still at least limits.min_stream_words long (a mix costs more)."""
+    from idfzip.limits import min_stream_words
+    rng = np.random.default_rng(count)
+    for table, peak in peaked_tables():
+        for symbols in (np.full(count, peak), np.where(rng.random(count) < 0.99, peak, peak + 1)):
+            coder = new_coder()
+            coder.encode_reverse(symbols.astype(np.int32), table)
+            assert len(coder.get_compressed()) >= min_stream_words(count)

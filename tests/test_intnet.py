@@ -99,6 +99,20 @@ def test_integer_network_is_independent_of_batch_and_threads():
     assert torch.equal(together, alone)
 
 
+@pytest.mark.parametrize("budget", [1, 2000, 5000])
+def test_a_network_run_in_strips_of_rows_gives_the_same_values(budget, monkeypatch):
+    """Large inputs run in strips (bounded memory); each strip carries the rows its outputs
+    depend on, so the result is identical to one pass, down to strips of one row."""
+    import idfzip.intnet
+    net = IntegerConvNet(randomize(ConvNet(5, 3, hidden=16, depth=4), seed=8))
+    assert net.reach == 1 + 0 + 1 + 0 + 1  # 3x3, 1x1, 3x3, 1x1, 3x3
+    x = latents((2, 5, 23, 17), seed=9)
+    whole = net(x)
+    monkeypatch.setattr(idfzip.intnet, "NET_CHUNK_ELEMENTS", budget)
+    assert torch.equal(net(x), whole)
+    assert torch.equal(net(x[:1]), whole[:1])
+
+
 def test_one_ulp_in_a_float_prior_parameter_breaks_decoding():
     """Why the export matters: a float network's last bit changes with batch shape, threads or
     CPU, and one ulp at a quantisation boundary gives the decoder other tables."""
