@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
 import sys
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import fields
@@ -17,8 +18,8 @@ import torch
 from .data import DataError
 from .files import read_input, refuse_to_clobber
 from .imageio import ImageReadError, image_grid, read_image, to_pil
-from .jobs import available_cores
 from .nets import PRECISIONS
+from .runtime import available_cores, threads_per_process
 from .weights import ModelError
 from .zoo import DEFAULT_MODEL, PRESETS
 
@@ -47,6 +48,15 @@ model_option = click.option(
 device_option = click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
     help="Where the networks run.")
+threads_option = click.option(
+    "--threads", type=click.IntRange(1), default=None,
+    help="CPU threads for the networks, per process [default: the cores; with -j N, the "
+         "cores divided by N]. Output is the same for any count.")
+
+
+def use_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)
 
 
 def resolve_device(device: str) -> str:
@@ -74,11 +84,31 @@ def require_files(paths) -> None:
                                                else "no such file"))
 
 
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def stop_on_sigterm():
+    """SIGTERM (kill, timeout, a batch system) unwinds like Ctrl-C, so temporary files are
+    removed and worker processes stopped, and exits with status 143 without a message."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    except ValueError:  # not the main thread (a library caller): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(args=None) -> None:
     """Console entry point: like ``main`` but every error, usage errors included, is a single
     ``idfzip: ...`` line on stderr (exit 2 for usage, 1 otherwise)."""
     try:
-        code = main.main(args=args, prog_name="idfzip", standalone_mode=False)
+        with stop_on_sigterm():
+            code = main.main(args=args, prog_name="idfzip", standalone_mode=False)
     except click.ClickException as err:
         click.echo(f"idfzip: {err.format_message()}", err=True)
         sys.exit(err.exit_code)
@@ -98,10 +128,12 @@ def main():
 @click.argument("images", nargs=-1, required=True)
 @model_option
 @device_option
+@threads_option
 @friendly_errors
-def bpd(images, model_name, device):
+def bpd(images, model_name, device, threads):
     """Print the model's bits per dimension, -log2 p(x) / (C H W), of each image."""
     require_files(images)
+    use_threads(threads)
     model = open_model(model_name, device)
     total_bits, total_dims = 0.0, 0
     for path in images:
@@ -121,11 +153,13 @@ def bpd(images, model_name, device):
               help="Also render the latents as a picture for a person to look at.")
 @model_option
 @device_option
+@threads_option
 @friendly_errors
-def latents(image, output, png_path, model_name, device):
+def latents(image, output, png_path, model_name, device, threads):
     """Infer the integer latents z = f^-1(x) of IMAGE and save them as .npz."""
     from .visualize import render_latents
     require_files([image])
+    use_threads(threads)
     model = open_model(model_name, device)
     lat = model.infer_latent(load_tensor(image, model.config.channels))
     arrays = {f"level{i}": z[0].cpu().numpy().astype(np.int32) for i, z in enumerate(lat.levels)}
@@ -151,9 +185,11 @@ def latents(image, output, png_path, model_name, device):
               show_default=True)
 @model_option
 @device_option
+@threads_option
 @friendly_errors
-def sample(count, height, width, temperature, seed, output, model_name, device):
+def sample(count, height, width, temperature, seed, output, model_name, device, threads):
     """Draw images x = f(z), z ~ p(z), and save them as one grid image."""
+    use_threads(threads)
     model = open_model(model_name, device)
     height = height or 32
     width = width or height
@@ -222,8 +258,7 @@ def train(sources, preset, out_dir, init_model, resume, device, threads, quiet, 
     from .growth import deepen
     from .intnet import to_float
     from .zoo import load_model
-    if threads:
-        torch.set_num_threads(threads)
+    use_threads(threads)
     names = {f.name for f in fields(TrainConfig)}
     settings = {k: v for k, v in overrides.items() if v is not None and k in names}
     config = TrainConfig(**settings)
@@ -273,8 +308,10 @@ def tile_progress(total: int, label: str, quiet: bool):
 
 parallel_options = [
     click.option("-j", "--jobs", type=click.IntRange(0), default=1, show_default=True,
-                 help="Files coded at once, each in its own process with a share of the cores "
-                      "(0: one per core). Outputs are the same as one at a time."),
+                 help="Files coded at once, each in its own process (0: one per core). The "
+                      "cores are shared out: each process gets cores/N threads unless "
+                      "--threads says otherwise. Outputs are the same as one at a time."),
+    threads_option,
     click.option("-r", "--recursive", is_flag=True,
                  help="Code the files inside folders given as inputs (and their subfolders)."),
     click.option("--shard", default=None, metavar="K/N",
@@ -295,10 +332,12 @@ def parse_shard(shard: str | None) -> tuple[int, int]:
     return index, count
 
 
-def code_files(work, jobs, workers: int, quiet: bool, verbose: bool) -> None:
+def code_files(work, jobs, workers: int, threads: int | None, quiet: bool,
+               verbose: bool) -> None:
     """Run coding jobs one at a time (a tile progress bar each) or in ``workers`` processes (a
-    file progress bar); a failure is one line and the other files go on; with several files
-    the exit status says how many failed."""
+    file progress bar) of ``threads`` torch threads each (default: the cores shared out); a
+    failure is one line and the other files go on; with several files the exit status says
+    how many failed."""
     from tqdm import tqdm
 
     from .jobs import run_jobs
@@ -322,6 +361,7 @@ def code_files(work, jobs, workers: int, quiet: bool, verbose: bool) -> None:
 
     workers = min(workers or available_cores(), len(jobs))
     if workers == 1:
+        use_threads(threads)
         for job in jobs:
             with contextlib.ExitStack() as stack:
                 def start(total, label=job.path):
@@ -333,12 +373,22 @@ def code_files(work, jobs, workers: int, quiet: bool, verbose: bool) -> None:
             report(job, done, error)
     else:
         show = not quiet and sys.stderr.isatty()
-        with tqdm(total=len(jobs), unit="file", disable=not show, leave=False) as bar:
-            for job, done, error in run_jobs(work, jobs, workers):
+        threads = threads_per_process(threads, workers, torch.get_num_threads(),
+                                      available_cores())
+        with tqdm(total=len(jobs), unit="file", disable=not show, leave=False) as bar, \
+                contextlib.closing(run_jobs(work, jobs, workers, threads)) as results:
+            for job, done, error in results:  # closing: an interrupt stops the workers at once
                 report(job, done, error)
                 bar.update()
     if failed:
         raise click.ClickException(f"{failed} of {len(jobs)} files failed")
+
+
+def refuse_terminal_output(jobs, force: bool, what: str) -> None:
+    """Binary data is not written to a terminal (gzip, zstd): it garbles the screen."""
+    if not force and any(job.out == "-" for job in jobs) and sys.stdout.isatty():
+        raise click.ClickException(f"{what} not written to a terminal; redirect the output "
+                                   "or use -f to force")
 
 
 def make_jobs(inputs, output, suffixes, out_suffix, recursive, shard, **settings):
@@ -364,7 +414,8 @@ def make_jobs(inputs, output, suffixes, out_suffix, recursive, shard, **settings
 @click.option("-o", "--output", default=None,
               help="Output file (one input only; '-' for stdout). Default: INPUT.idf beside "
                    "the input.")
-@click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
+@click.option("-f", "--force", is_flag=True,
+              help="Overwrite existing output files; write to stdout even if it is a terminal.")
 @model_option
 @device_option
 @batch_option
@@ -375,7 +426,7 @@ def make_jobs(inputs, output, suffixes, out_suffix, recursive, shard, **settings
 @with_options(verbosity)
 @friendly_errors
 def compress(inputs, output, force, model_name, device, batch_size, tile, max_pixels, jobs,
-             recursive, shard, quiet, verbose):
+             threads, recursive, shard, quiet, verbose):
     """Compress images losslessly into .idf files.
 
     Images that cannot come back exactly are refused: more than 8 bits per colour channel
@@ -386,7 +437,8 @@ def compress(inputs, output, force, model_name, device, batch_size, tile, max_pi
     work = make_jobs(inputs, output, IMAGE_SUFFIXES, ".idf", recursive, shard, force=force,
                      model=model_name, device=resolve_device(device), batch_size=batch_size,
                      tile=tile, max_pixels=max_pixels)
-    code_files(compress_file, work, jobs, quiet, verbose)
+    refuse_terminal_output(work, force, "compressed data")
+    code_files(compress_file, work, jobs, threads, quiet, verbose)
 
 
 @main.command()
@@ -394,7 +446,8 @@ def compress(inputs, output, force, model_name, device, batch_size, tile, max_pi
 @click.option("-o", "--output", default=None,
               help="Output image (one input only; '-' for stdout as PNG); its extension picks "
                    "the format, written losslessly. Default: INPUT without .idf, as PNG.")
-@click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
+@click.option("-f", "--force", is_flag=True,
+              help="Overwrite existing output files; write to stdout even if it is a terminal.")
 @click.option("--model", "model_name", default=None,
               help="Model to decode with (default: the one the file names).")
 @device_option
@@ -404,7 +457,7 @@ def compress(inputs, output, force, model_name, device, batch_size, tile, max_pi
 @with_options(verbosity)
 @friendly_errors
 def decompress(inputs, output, force, model_name, device, batch_size, max_pixels, jobs,
-               recursive, shard, quiet, verbose):
+               threads, recursive, shard, quiet, verbose):
     """Decompress .idf files back to the exact original images.
 
     Every format is written losslessly (WebP lossless, GIF unoptimised), read back and
@@ -416,7 +469,8 @@ def decompress(inputs, output, force, model_name, device, batch_size, max_pixels
     work = make_jobs(inputs, output, (".idf",), ".png", recursive, shard, force=force,
                      model=model_name, device=resolve_device(device), batch_size=batch_size,
                      max_pixels=max_pixels)
-    code_files(decompress_file, work, jobs, quiet, verbose)
+    refuse_terminal_output(work, force, "image data")
+    code_files(decompress_file, work, jobs, threads, quiet, verbose)
 
 
 @main.command()

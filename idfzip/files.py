@@ -38,7 +38,7 @@ def write_output(path: str, data_writer, force: bool) -> None:
     if target.is_dir():
         raise OSError(f"{path}: is a directory")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part",
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target.name), suffix=".part",
                                    dir=target.parent if str(target.parent) else ".")
     except OSError as err:
         raise OSError(f"{path}: cannot write ({err.strerror})") from None
@@ -50,6 +50,12 @@ def write_output(path: str, data_writer, force: bool) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def temp_prefix(name: str, pid: int | None = None) -> str:
+    """Start of the name of a temporary file for output ``name``, written by process ``pid``
+    (this one by default): hidden, and findable by whoever has to clean up after it."""
+    return f".{name}.{os.getpid() if pid is None else pid}."
 
 
 def default_output(path: str, suffix: str) -> str:

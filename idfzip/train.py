@@ -76,6 +76,25 @@ def evaluate(model: IntegerDiscreteFlow, images: list[np.ndarray], batch_size: i
     return bits / dims
 
 
+CHECKPOINT_KEYS = {"model": dict, "optimizer": dict, "step": int, "history": list,
+                   "model_config": dict, "train_config": dict}
+
+
+def read_checkpoint(path: Path, device) -> dict:
+    """The state saved by a training run, or a DataError naming the file: a damaged file, an
+    exported model.pt or any other file in its place is one line, not a traceback."""
+    fix = "; move it away to start afresh, or train without --resume"
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # truncated, not a torch file, unsafe pickle, ...
+        raise DataError(f"{path}: not a readable training checkpoint "
+                        f"({type(err).__name__}){fix}") from None
+    if not isinstance(state, dict) or any(not isinstance(state.get(key), kind)
+                                          for key, kind in CHECKPOINT_KEYS.items()):
+        raise DataError(f"{path}: not a training checkpoint of idfzip{fix}")
+    return state
+
+
 def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
           config: TrainConfig = TrainConfig(), resume: bool = False, device: str = "cpu",
           progress: bool = True, log=print, init_weights: dict | None = None
@@ -110,14 +129,18 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
     step, history, trained_seconds = 0, [], 0.0  # seconds: summed over resumed runs
     ckpt_path = out_dir / CHECKPOINT_NAME
     if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        state = read_checkpoint(ckpt_path, device)
         if state["model_config"] != model_config.to_dict():
             raise DataError(f"{ckpt_path}: checkpoint was made for another model configuration")
         if state["train_config"] != asdict(config):
             log("note: training settings differ from the checkpoint's; the run continues "
                 "with the new ones")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            raise DataError(f"{ckpt_path}: checkpoint does not fit the model "
+                            f"({str(err).splitlines()[0]})") from None
         step, history = state["step"], state["history"]
         trained_seconds = state.get("trained_seconds", 0.0)
         log(f"resumed from {ckpt_path} at step {step}")

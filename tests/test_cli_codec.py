@@ -489,7 +489,7 @@ def test_pillow_refuses_a_damaged_idf(tmp_path):
 def test_a_worker_that_dies_is_one_line_not_a_traceback(tmp_path, model_file, monkeypatch):
     from idfzip import jobs
 
-    def died(work, jobs_, workers):
+    def died(work, jobs_, workers, threads=None):
         from concurrent.futures.process import BrokenProcessPool
         yield jobs_[0], None, BrokenProcessPool("a child process terminated abruptly")
     monkeypatch.setattr(jobs, "run_jobs", died)
