@@ -43,7 +43,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, features
 
-Image.MAX_IMAGE_PIXELS = None  # the sources are large (up to 6028x3391) and trusted
 
 DEFAULT_PACKAGES = [
     "lomiri-wallpapers-16.04",
