@@ -11,6 +11,7 @@ modes other than ``MODES``, and images over the pixel limit (``PIL.Image.MAX_IMA
 
 from __future__ import annotations
 
+import copy
 import io
 import warnings
 import zlib
@@ -40,7 +41,8 @@ class CodingModel:
     """An integer-exported flow with the name and weight hash that files record."""
 
     def __init__(self, model: IntegerDiscreteFlow, name: str):
-        self.model = model if model.is_integer else to_integer(model)
+        # a float model is exported on a copy: the caller's model stays as it was
+        self.model = model if model.is_integer else to_integer(copy.deepcopy(model))
         self.name = name.encode()[:255].decode(errors="ignore")  # what a file can record
         self.sha256 = bytes.fromhex(weights_sha256(self.model.state_dict()))
         self.codec = FlowCodec(self.model)

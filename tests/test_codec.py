@@ -15,7 +15,7 @@ from idfzip.container import MODES
 from idfzip.entropy import CodingError
 from idfzip.weights import ModelError
 
-from .conftest import mid_grey, sharp_model
+from .conftest import mid_grey, sharp_model, tiny_model
 
 RGB_MODEL = CodingModel(sharp_model(), "tiny")
 OTHER_MODEL = CodingModel(sharp_model(seed=1), "other")
@@ -535,3 +535,13 @@ def test_files_of_an_earlier_release_of_a_shipped_model_still_decode(shipped_tin
     for data in (old_file, new_file):
         same_image(decompress(data), image)
         same_image(decompress(data, "tiny"), image)  # naming the model picks the release too
+
+
+def test_compress_leaves_the_callers_float_model_untouched():
+    model = tiny_model(5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 10, 3), np.uint8))
+    data = compress(image, model)
+    assert not model.is_integer
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert np.array_equal(np.asarray(decompress(data, model)), np.asarray(image))
