@@ -433,7 +433,8 @@ def compress(inputs, output, force, model_name, device, batch_size, tile, max_pi
     (16-bit RGB PNG or TIFF; 16-bit grey is kept), modes other than RGB, RGBA, L, LA, P, 1
     and I;16. JPEG and lossy WebP inputs get a one-line note: their pixels are kept exactly,
     which takes several times their size."""
-    from .jobs import IMAGE_SUFFIXES, compress_file
+    from .imageio import IMAGE_SUFFIXES
+    from .jobs import compress_file
     work = make_jobs(inputs, output, IMAGE_SUFFIXES, ".idf", recursive, shard, force=force,
                      model=model_name, device=resolve_device(device), batch_size=batch_size,
                      tile=tile, max_pixels=max_pixels)

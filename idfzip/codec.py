@@ -79,10 +79,6 @@ class FlowCodec:
             streams.append(coder.get_compressed().tobytes())
         return streams
 
-    def encode(self, tiles: np.ndarray) -> list[bytes]:
-        """(B, C, h, w) uint8 tiles -> one compressed stream per tile."""
-        return self.code(self.analyse(tiles))
-
     @torch.no_grad()
     def decode(self, streams: list[bytes], height: int, width: int) -> np.ndarray:
         with exact_arithmetic(self.model.device):

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-IMAGE_SUFFIXES = {".png", ".bmp", ".ppm", ".pgm", ".pnm", ".tif", ".tiff", ".webp", ".jpg",
-                  ".jpeg", ".gif", ".tga"}
+# What a folder of images is, for compress -r and for training data alike.
+IMAGE_SUFFIXES = (".png", ".bmp", ".ppm", ".pgm", ".pnm", ".pbm", ".tif", ".tiff", ".webp",
+                  ".gif", ".tga", ".jpg", ".jpeg")
 
 
 class ImageReadError(ValueError):

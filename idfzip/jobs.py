@@ -120,9 +120,6 @@ def _decompress_file(job: Job, start_progress: StartProgress | None) -> Done:
 
 # -- inputs ---------------------------------------------------------------------------------
 
-IMAGE_SUFFIXES = (".png", ".bmp", ".ppm", ".pgm", ".pnm", ".pbm", ".tif", ".tiff", ".webp",
-                  ".gif", ".tga", ".jpg", ".jpeg")
-
 
 def expand_inputs(paths, suffixes: tuple[str, ...], recursive: bool) -> list[str]:
     """Inputs as given, with each folder (only with ``recursive``) replaced by the files under
