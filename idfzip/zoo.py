@@ -34,8 +34,8 @@ PRESETS: dict[str, FlowConfig] = {
 }
 
 WEIGHTS = resources.files("idfzip") / "weights"
-DEFAULT_MODEL = "photo-v2"
-DEFAULT_MODELS = {3: "photo-v2", 1: "photo-grey"}  # by channel count: colour and grey images
+DEFAULT_MODEL = "photo"
+DEFAULT_MODELS = {3: "photo", 1: "photo-grey"}  # by channel count: colour and grey images
 
 
 @dataclass(frozen=True)
