@@ -54,7 +54,7 @@ SHIPPED: dict[str, ShippedModel] = {
         "photo-deep", "photo-deep.pt",
         "d1f858ff262c79d8621b3c5be76cf2f511944a84474c1f766875a84aa8fe57e1"),
     "photo": ShippedModel(
-        "photo", "photo.pt", "787b2fa4ee1c7de5c15287901fcbfb0a97ba0a7a7fe12e523927401d694d5c11"),
+        "photo", "photo.pt", "d384f497df78e09a0039f3211b3a75fb076a3085502fd7e15d79037084c59e03"),
     "photo-grey": ShippedModel(
         "photo-grey", "photo-grey.pt",
         "ce3cf21de37d2a009c287a84752036a5c483627fc47bd2764ca3ee5dc6d995f8"),
@@ -65,7 +65,9 @@ SHIPPED: dict[str, ShippedModel] = {
 
 # Weights that ``SHIPPED`` had in earlier releases; decoding picks them by the id in a file.
 EARLIER: dict[str, tuple[ShippedModel, ...]] = {
-    "photo": (ShippedModel("photo", "photo-cb8726df.pt",
+    "photo": (ShippedModel("photo", "photo-787b2fa4.pt",
+                           "787b2fa4ee1c7de5c15287901fcbfb0a97ba0a7a7fe12e523927401d694d5c11"),
+              ShippedModel("photo", "photo-cb8726df.pt",
                            "cb8726df11a26a072102bf56d7373e408bed5824ef02209672baec41003fafbb"),),
     "photo-grey": (ShippedModel(
         "photo-grey", "photo-grey-162fe29a.pt",
