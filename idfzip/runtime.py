@@ -8,9 +8,10 @@ sleeps, so that the next parallel region starts a few microseconds sooner. One p
 gains a little. But a network of many small layers is a long series of short parallel regions,
 and when two such processes share the cores (``xargs -P``, shell loops with ``&``, several
 shards on one machine) each one's spinning threads hold the cores the other one's working
-threads need: measured on two cores, a 451x300 photo took 0.18 s alone and 1-4 s in each of
-two processes at once. Passive waiting (threads sleep as soon as a region ends) gives both
-processes their share: see README ("Several processes at once") for the figures.
+threads need: measured on two cores, a 451x300 photo took 0.2 s alone and 0.9-4.3 s in each
+of two processes at once. Passive waiting (threads sleep as soon as a region ends) gives both
+processes their share (0.35 s each), at a cost to one process alone (0.24-0.35 s): see README
+("Several processes on one machine") for the figures.
 """
 
 from __future__ import annotations

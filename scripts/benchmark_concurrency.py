@@ -23,10 +23,9 @@ import time
 
 
 def worker(args) -> None:
+    import idfzip  # first: it sets the thread policy only while torch is not yet loaded
     import torch
     from PIL import Image
-
-    import idfzip
     if args.threads:
         torch.set_num_threads(args.threads)
     image = Image.open(args.image)
