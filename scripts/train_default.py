@@ -80,11 +80,10 @@ RECIPES = {
 
 
 def run(name: str, args: argparse.Namespace) -> Path:
-    """Train recipe ``name`` to its last step (or ``--steps`` for the model asked for) in its
-    run folder, continuing from there or from ``data/checkpoints``; returns the folder."""
+    """Train recipe ``name`` to its last step (or ``--steps``) in its run folder, continuing
+    from there or from ``data/checkpoints``; returns the folder."""
     recipe = RECIPES[name]
-    asked = name == args.model
-    out = Path(args.out) if asked and args.out else REPO / "runs" / name
+    out = Path(args.out) if args.out else REPO / "runs" / name
     shipped = REPO / "data" / "checkpoints" / f"{name}.pt"
     if not (out / "checkpoint.pt").exists() and shipped.exists():
         out.mkdir(parents=True, exist_ok=True)  # continue where the shipped model stopped
@@ -93,7 +92,7 @@ def run(name: str, args: argparse.Namespace) -> Path:
     if args.nproc > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone",
                      f"--nproc_per_node={args.nproc}"]
-    steps = args.steps if asked and args.steps else recipe["steps"]
+    steps = args.steps or recipe["steps"]
     cmd = [*launcher, "-m", "idfzip", "train", "--out", str(out), "--resume",
            "--device", args.device, "--steps", str(steps), *recipe["args"]]
     for source in recipe["data"]:
