@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""A/B study of model options: every variant starts from the same trained model, fine-tunes for
+the same steps on the same data with the same recipe, and is scored on photographs that no
+model here was trained on.
+
+    python scripts/ab_study.py run baseline --out runs/ab --steps 2000 --threads 1
+    python scripts/ab_study.py run staged --out runs/ab --steps 2000 --threads 1
+    python scripts/ab_study.py report --out runs/ab --table data/benchmarks/ab_study.md
+
+A variant is a function from the starting model (float) to a model of the variant's
+architecture that computes the same likelihood, or nearly (see :mod:`idfzip.growth`), so that
+the study measures what the option adds, not how fast a new model relearns the old one.
+Equal steps rather than equal seconds: runs share a busy machine, so their wall times are not
+comparable; each run's seconds per step are reported beside its bpd. The score is
+``-log2 p`` in total bits / total dims over the odd-indexed half of the Debian photographs
+(``scripts/training_photos.py``), which every recipe here leaves out of training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+import torch  # noqa: E402
+
+from idfzip.model import IntegerDiscreteFlow  # noqa: E402
+from train_default import PHOTOS_MORE, debian_half  # noqa: E402
+
+START = REPO / "data" / "checkpoints" / "photo.pt"  # photo release d384f497, float weights
+
+# name: function of the float starting model -> the variant's float model
+VARIANTS = {
+    "baseline": lambda model: model,
+}
+
+
+def start_model() -> IntegerDiscreteFlow:
+    """The float model of the ``photo`` release's training checkpoint."""
+    state = torch.load(START, map_location="cpu", weights_only=True)
+    from idfzip.model import FlowConfig
+    model = IntegerDiscreteFlow(FlowConfig(**state["model_config"]))
+    model.load_state_dict(state["model"])
+    return model
+
+
+def unseen_photos() -> list:
+    """The odd-indexed half (sorted names) of runs/photos_extra, whole images."""
+    from idfzip.data import load_images
+    files = sorted((REPO / "runs" / "photos_extra").glob("*.webp"))[1::2]
+    if not files:
+        raise SystemExit("runs/photos_extra is empty; build it with scripts/training_photos.py")
+    return [im for f in files for im in load_images(f)]
+
+
+def score(model: IntegerDiscreteFlow, images) -> float:
+    """-log2 p in bits per dimension: total bits / total dims."""
+    model.eval()
+    bits = dims = 0.0
+    for im in images:
+        x = torch.from_numpy(im).unsqueeze(0)
+        bits += float(-model.log_prob(x).sum())
+        dims += x.numel()
+    return bits / dims
+
+
+def run(args: argparse.Namespace) -> None:
+    from idfzip.train import TrainConfig, train
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = TrainConfig(steps=args.steps, batch_size=16, crop=64, lr=args.lr, warmup_steps=100,
+                         decay_per_1000=0.9, seed=1, holdout_fraction=0.02,
+                         eval_every=args.steps, eval_crop=128, checkpoint_every=200,
+                         precision="bfloat16")
+    model = VARIANTS[args.variant](start_model())
+    sources = [str(p) for p in [*PHOTOS_MORE, debian_half()]]
+    out = Path(args.out) / args.variant
+    train(model.config, sources, out, config, resume=True, progress=False,
+          init_weights=model.state_dict(), log=lambda msg: print(msg, flush=True))
+
+
+def report(args: argparse.Namespace) -> None:
+    """Score each variant's last model (and the start) on the unseen photos; a markdown table."""
+    from idfzip.weights import load_model_file
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    images = unseen_photos()
+    start = score(start_model(), images)
+    rows = [f"| start (photo d384f497, float) | 0 | - | {start:.4f} | - |"]
+    for name in VARIANTS:
+        ckpt = Path(args.out) / name / "checkpoint.pt"
+        if not ckpt.exists():
+            continue
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        model = load_model_file(Path(args.out) / name / "model.pt")
+        bpd = score(model, images)
+        per_step = state.get("trained_seconds", 0.0) / max(1, state["step"])
+        rows.append(f"| {name} | {state['step']} | {per_step:.2f} | {bpd:.4f} | "
+                    f"{bpd - start:+.4f} |")
+    table = ("| variant | steps | s/step | unseen photos bpd | change |\n"
+             "|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    print(table)
+    if args.table:
+        Path(args.table).write_text(table)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    q = sub.add_parser("run")
+    q.add_argument("variant", choices=sorted(VARIANTS))
+    q.add_argument("--out", required=True)
+    q.add_argument("--steps", type=int, default=2000)
+    q.add_argument("--lr", type=float, default=5e-4)
+    q.add_argument("--threads", type=int, default=None)
+    q = sub.add_parser("report")
+    q.add_argument("--out", required=True)
+    q.add_argument("--table", default=None)
+    q.add_argument("--threads", type=int, default=None)
+    args = p.parse_args()
+    started = time.time()
+    {"run": run, "report": report}[args.command](args)
+    print(f"{args.command} took {time.time() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
