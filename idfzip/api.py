@@ -11,66 +11,27 @@ modes other than ``MODES``, and images over the pixel limit (``PIL.Image.MAX_IMA
 
 from __future__ import annotations
 
-import copy
 import io
 import warnings
 import zlib
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .codec import FlowCodec, Progress, decode_image, encode_image, short_streams, tile_grid
+from .codec import Progress, decode_image, encode_image, short_streams, tile_grid
 from .container import (FLOW_CHANNELS, MAX_PIXELS, MAX_SIDE, MAX_TILE, METHOD_FLOW,
                         METHOD_NAMES, METHOD_PNG, METHOD_RAW, MIN_TILE, MODEL_ID_BYTES, MODES,
                         Container, parse)
 from .entropy import CodingError
 from .imageio import check_depth, check_pixels, open_image, transparency
-from .intnet import to_integer
 from .model import IntegerDiscreteFlow
-from .weights import ModelError, weights_sha256
-from .zoo import DEFAULT_MODEL, DEFAULT_MODELS, SHIPPED, load_model, release
+from .weights import ModelError
+from .zoo import DEFAULT_MODELS, SHIPPED, CodingModel, coding_model
 
 DEFAULT_TILE = 512
 DEFAULT_BATCH = 2
 FLOW_MODES = FLOW_CHANNELS
-
-
-class CodingModel:
-    """An integer-exported flow with the name and weight hash that files record."""
-
-    def __init__(self, model: IntegerDiscreteFlow, name: str):
-        # a float model is exported on a copy: the caller's model stays as it was
-        self.model = model if model.is_integer else to_integer(copy.deepcopy(model))
-        self.name = name.encode()[:255].decode(errors="ignore")  # what a file can record
-        self.sha256 = bytes.fromhex(weights_sha256(self.model.state_dict()))
-        self.codec = FlowCodec(self.model)
-
-    @property
-    def channels(self) -> int:
-        return self.model.config.channels
-
-    def to(self, device: str) -> "CodingModel":
-        self.model.to(device)
-        return self
-
-
-def coding_model(name_or_path: str = DEFAULT_MODEL, device: str = "cpu",
-                 model_id: bytes | None = None) -> CodingModel:
-    """Load (once per process, device and release) a model by name or path, exported to
-    integer arithmetic; ``model_id`` picks the release of a shipped model a file was made
-    with."""
-    if name_or_path in SHIPPED:  # one cache entry per release, however its id was given
-        model_id = bytes.fromhex(release(name_or_path, model_id).sha256)
-    return _coding_model(name_or_path, device, model_id)
-
-
-@lru_cache(maxsize=8)
-def _coding_model(name_or_path: str, device: str, model_id: bytes | None) -> CodingModel:
-    model = load_model(name_or_path, model_id)
-    name = name_or_path if name_or_path in SHIPPED else Path(name_or_path).stem
-    return CodingModel(model, name).to(device)
 
 
 def _resolve(model, device: str = "cpu", model_id: bytes | None = None) -> CodingModel:

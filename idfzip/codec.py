@@ -2,9 +2,10 @@
 
 Each tile is coded independently (its own stream), so memory is bounded by the tile size and
 tiles can be decoded in any grouping. Within a tile the stream holds, from the front: the
-unconditioned top latent, then the factored-out latents from the deepest level to the first;
-the decoder pops them in that order, running each prior on what it has already decoded and
-inverting one level of the flow at a time.
+unconditioned top latent, then the factored-out latents from the deepest level to the first
+(each as its prior lays it out, :mod:`idfzip.priors`); the decoder pops them in that order,
+running each prior on what it has already decoded and inverting one level of the flow at a
+time.
 
 The model must be an integer export (:func:`idfzip.intnet.to_integer`): then every prior
 parameter and translation is exact, and encoder and decoder agree bit for bit whatever the
@@ -23,15 +24,12 @@ import torch
 
 from .allocator import reuse_freed_memory
 from .intnet import exact_arithmetic
-from .entropy import CodingError, MixtureTables, decode_logistic, encode_logistic
+from .entropy import CodingError, SymbolCoder
 from .limits import min_stream_words, tiles_per_batch
-from .model import PIXEL_OFFSET, IntegerDiscreteFlow
+from .model import IntegerDiscreteFlow
+from .priors import Prior
 
 Progress = Callable[[int], None]
-
-
-def _flat(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy().reshape(-1)
 
 
 def _flat_batch(t: torch.Tensor, dtype=None) -> np.ndarray:
@@ -41,80 +39,65 @@ def _flat_batch(t: torch.Tensor, dtype=None) -> np.ndarray:
 
 
 class FlowCodec:
-    """Encodes and decodes batches of same-sized tiles with one integer flow model."""
+    """Encodes and decodes batches of same-sized tiles with one integer flow model. Which
+    priors the model has and how each is coded is theirs to say (:mod:`idfzip.priors`): the
+    codec keeps one adapter per prior and the streams' bookkeeping."""
 
     def __init__(self, model: IntegerDiscreteFlow):
         if not model.is_integer:
             raise ValueError("coding needs an integer-exported model (idfzip.intnet.to_integer)")
         self.model = model.eval()
         reuse_freed_memory()
-        logits, means, log_scales = (p.detach().cpu().numpy() for p in model.top_prior.params())
-        self.top_tables = MixtureTables(logits, means, log_scales)
+        self._adapters: dict[Prior, SymbolCoder] = {}
 
-    def _channel_index(self, shape) -> np.ndarray:
-        c, h, w = shape
-        return np.repeat(np.arange(c, dtype=np.int64), h * w)
+    def adapter(self, prior: Prior) -> SymbolCoder:
+        """``prior``'s entropy-coding adapter, built once (a mixture's tables take a while)."""
+        if prior not in self._adapters:
+            self._adapters[prior] = prior.make_coder()
+        return self._adapters[prior]
 
     @torch.no_grad()
-    def analyse(self, tiles: np.ndarray) -> list[tuple]:
-        """(B, C, h, w) uint8 tiles -> per tile, what its stream codes: the flat latents and
-        prior parameters of each level (NumPy, on the CPU). This is the network's work."""
+    def analyse(self, tiles: np.ndarray) -> list[list[tuple]]:
+        """(B, C, h, w) uint8 tiles -> per tile, what its stream codes: ``(prior, latent,
+        params)`` units in decoding order, flat NumPy arrays on the CPU. This is the network's
+        work."""
         with exact_arithmetic(self.model.device):
-            latents, params = self.model.analyse(torch.from_numpy(tiles))
-        levels = [(_flat_batch(z, np.int64), _flat_batch(mean), _flat_batch(log_scale))
-                  for z, (mean, log_scale) in zip(latents[:-1], params)]
-        top = latents[-1]
-        tops = _flat_batch(top, np.int64)
-        return [([tuple(arr[i] for arr in level) for level in levels], tops[i], top.shape[1:])
+            units = self.model.coding_units(*self.model.analyse(torch.from_numpy(tiles)))
+        flat = [(prior, _flat_batch(z, np.int64), [_flat_batch(p) for p in params])
+                for prior, z, params in units]
+        return [[(prior, z[i], [p[i] for p in params]) for prior, z, params in flat]
                 for i in range(tiles.shape[0])]
 
-    def code(self, analysis: list[tuple]) -> list[bytes]:
-        """Entropy coding of :meth:`analyse`'s output: one stream per tile (CPU only)."""
+    def code(self, analysis: list[list[tuple]]) -> list[bytes]:
+        """Entropy coding of :meth:`analyse`'s output: one stream per tile (CPU only). A stream
+        is a stack, so the units go in last to first."""
         streams = []
-        for levels, top, top_shape in analysis:
+        for units in analysis:
             coder = constriction.stream.stack.AnsCoder()
-            for z, mean, log_scale in levels:
-                encode_logistic(coder, z, mean, log_scale)
-            self.top_tables.encode(coder, top, self._channel_index(top_shape))
+            for prior, z, params in reversed(units):
+                self.adapter(prior).encode(coder, z, *params)
             streams.append(coder.get_compressed().tobytes())
         return streams
 
     @torch.no_grad()
     def decode(self, streams: list[bytes], height: int, width: int) -> np.ndarray:
-        with exact_arithmetic(self.model.device):
-            return self._decode(streams, height, width)
-
-    def _decode(self, streams: list[bytes], height: int, width: int) -> np.ndarray:
-        """Streams of ``height`` x ``width`` tiles -> (B, C, height, width) uint8 tiles."""
-        model = self.model
+        """Streams of ``height`` x ``width`` tiles -> (B, C, height, width) uint8 tiles: the
+        model's generative walk, each latent read from the streams as its turn comes."""
         coders = [constriction.stream.stack.AnsCoder(_words(s)) for s in streams]
-        block = model.config.block
-        ph, pw = height + (-height % block), width + (-width % block)
-        top_shape = (model.top_prior.channels, ph // block, pw // block)
-        channel_of = self._channel_index(top_shape)
-        y = torch.stack([torch.from_numpy(self.top_tables.decode(c, channel_of).reshape(top_shape))
-                         for c in coders]).to(model.device, model.dtype)
-        for index in reversed(range(len(model.levels))):
-            mean, log_scale = model.priors[index].params(y)
-            # the level's kept part y and factored-out part z side by side, z decoded in place
-            kept, (n, factored, *size) = y.shape[1], mean.shape
-            h = torch.empty((n, kept + factored, *size), dtype=model.dtype, device=y.device)
-            h[:, :kept] = y
-            del y
-            on_cpu = h.device.type == "cpu"
-            z = h[:, kept:].numpy() if on_cpu else np.empty((n, factored, *size), np.float64)
-            for i, c in enumerate(coders):  # exact in float64: latents lie below 2^31
-                z[i] = decode_logistic(c, _flat(mean[i]), _flat(log_scale[i])).reshape(z.shape[1:])
-            del mean, log_scale  # freed before the level's networks run
-            if not on_cpu:
-                h[:, kept:] = torch.from_numpy(z).to(h.device)
-            del z
-            if index == 0 and not all(c.is_empty() for c in coders):
-                raise CodingError("damaged .idf payload (a tile's stream has data left over "
-                                  "after its last symbol)")
-            y = model.invert_level(index, h)
-            del h
-        x = (y + PIXEL_OFFSET)[..., :height, :width]
+
+        def read(prior: Prior, params: tuple, out: torch.Tensor) -> None:
+            flat = [_flat_batch(p) for p in params]
+            adapter = self.adapter(prior)
+            for i, coder in enumerate(coders):  # exact in float64: latents lie below 2^31
+                values = adapter.decode(coder, *(p[i] for p in flat))
+                out[i].copy_(torch.from_numpy(values).view(out.shape[1:]))
+        def draw(prior: Prior, cond, out: torch.Tensor) -> None:
+            prior.decode(read, cond, out)
+        with exact_arithmetic(self.model.device):
+            x = self.model.synthesize(draw, len(streams), height, width)
+        if not all(c.is_empty() for c in coders):
+            raise CodingError("damaged .idf payload (a tile's stream has data left over "
+                              "after its last symbol)")
         if x.min() < 0 or x.max() > 255:
             raise CodingError("decoded pixels out of range: damaged data or wrong model")
         return x.to(torch.uint8).cpu().numpy()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Protocol
 
 import constriction
 import numpy as np
@@ -199,8 +200,28 @@ def decode_logistic(coder, mean: np.ndarray, log_scale: np.ndarray) -> np.ndarra
     return decode_with_tables(coder, keys, centre, _windows(keys), logistic_table)
 
 
+class SymbolCoder(Protocol):
+    """A prior family's entropy-coding adapter (see :mod:`idfzip.priors`): codes flat int64
+    latents under flat per-element parameters (the prior's ``coding_params``, flattened)."""
+
+    def encode(self, coder, z: np.ndarray, *params: np.ndarray) -> None: ...
+
+    def decode(self, coder, *params: np.ndarray) -> np.ndarray: ...
+
+
+class LogisticCoder:
+    """Adapter of a discretized logistic per element; parameters ``(mean, log_scale)``."""
+
+    encode = staticmethod(encode_logistic)
+    decode = staticmethod(decode_logistic)
+
+
+LOGISTIC_CODER = LogisticCoder()
+
+
 class MixtureTables:
-    """One table per channel for a per-channel logistic mixture with fixed parameters."""
+    """Adapter of a per-channel logistic mixture with fixed parameters: one table per channel;
+    the per-element parameter is the element's channel."""
 
     def __init__(self, logits: np.ndarray, means: np.ndarray, log_scales: np.ndarray):
         logits, means, log_scales = (np.asarray(a, np.float64) for a in

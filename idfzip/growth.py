@@ -1,4 +1,5 @@
-"""Growing a trained flow deeper without changing what it computes.
+"""Growing a trained flow without changing what it computes: deeper (:func:`deepen`), or
+with channel-conditional priors (:func:`stage_priors`).
 
 Training a bigger model from scratch throws away what a smaller one has learnt; on a small
 compute budget it is cheaper to grow the trained model and train on. :func:`deepen` gives a
@@ -12,6 +13,7 @@ starts exactly where the small model stopped.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import torch
@@ -50,3 +52,66 @@ def deepen(model: IntegerDiscreteFlow, config: FlowConfig) -> IntegerDiscreteFlo
         big.priors.load_state_dict(model.priors.state_dict())
         big.top_prior.load_state_dict(model.top_prior.state_dict())
     return big
+
+
+def stage_priors(model: IntegerDiscreteFlow, config: FlowConfig) -> IntegerDiscreteFlow:
+    """A float model of ``config`` (``model``'s with more ``prior_stages`` / ``top_stages``)
+    that starts from what ``model`` computes: the flow is copied, and each stage of a staged
+    factored-out prior is the old prior's network restricted to the stage's channels, with
+    zero weights on the groups before it, so those likelihoods are exactly the old ones. A
+    staged top latent's first group keeps its mixtures; the later groups start as one
+    logistic per channel with the old mixture's mean and variance (the top latent is a
+    sixteenth of the dims, so the small initial loss is soon made up)."""
+    old = model.config
+    if replace(config, prior_stages=old.prior_stages, top_stages=old.top_stages) != old:
+        raise ModelError("stage_priors changes only prior_stages and top_stages")
+    if old.prior_stages != 1 or old.top_stages != 1 or model.is_integer:
+        raise ModelError("stage_priors starts from a float model with unstaged priors")
+    new = IntegerDiscreteFlow(config)
+    with torch.no_grad():
+        new.levels.load_state_dict(model.levels.state_dict())
+        for old_prior, new_prior in zip(model.priors, new.priors):
+            stages = getattr(new_prior, "stages", [new_prior])
+            offset = 0
+            for stage in stages:
+                _restrict(old_prior, stage, offset)
+                offset += stage.channels
+        _stage_top(model.top_prior, new.top_prior)
+    return new
+
+
+def _restrict(old, stage, offset: int) -> None:
+    """``stage``'s network := ``old``'s for channels ``offset ..`` (see :func:`stage_priors`)."""
+    old_convs = [m for m in old.net.layers if isinstance(m, torch.nn.Conv2d)]
+    new_convs = [m for m in stage.net.layers if isinstance(m, torch.nn.Conv2d)]
+    for a, b in zip(old_convs[1:-1], new_convs[1:-1]):
+        b.load_state_dict(a.state_dict())
+    first, new_first = old_convs[0], new_convs[0]
+    new_first.weight.zero_()
+    new_first.weight[:, : first.weight.shape[1]] = first.weight
+    new_first.bias.copy_(first.bias)
+    last, new_last = old_convs[-1], new_convs[-1]
+    c, size = old.channels, stage.channels
+    rows = [*range(offset, offset + size), *range(c + offset, c + offset + size)]
+    new_last.weight.copy_(last.weight[rows])
+    new_last.bias.copy_(last.bias[rows])
+
+
+def _stage_top(old, new) -> None:
+    from .nets import OUTPUT_SCALE
+    stages = getattr(new, "stages", [new])
+    first = stages[0]
+    for name in ("logits", "means", "log_scales"):
+        getattr(first, name).copy_(getattr(old, name)[: first.channels])
+    weights = torch.softmax(old.logits, -1)
+    logits, means, log_scales = old.params()
+    mean = (weights * means).sum(-1)
+    variance = (weights * (torch.exp(2 * log_scales) * math.pi**2 / 3 + means**2)).sum(-1)
+    scale = (variance - mean**2).clamp_min(1e-6).sqrt() * math.sqrt(3) / math.pi
+    offset = first.channels
+    for stage in stages[1:]:
+        bias = stage.net.layers[-1].bias
+        rows = slice(offset, offset + stage.channels)
+        bias[: stage.channels] = mean[rows] / OUTPUT_SCALE
+        bias[stage.channels:] = torch.log(scale[rows])
+        offset += stage.channels

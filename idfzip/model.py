@@ -7,22 +7,28 @@ Architecture, per level ``l = 1..L``::
 
 ``z_l`` is factored out under a discretized logistic conditioned on ``y_l``; ``y_l`` goes on
 to the next level. After the last level ``y_L`` is modelled by a per-channel logistic
-mixture. No parameter depends on the image size; images whose sides are not multiples of
-``2^L`` are padded by edge replication at the bottom and right, and cropped back.
+mixture. With ``prior_stages`` / ``top_stages`` above 1, a latent's channels are coded in that
+many groups, each conditioned on the groups before it (:class:`~idfzip.priors.StagedPrior`).
+No parameter depends on the image size; images whose sides are not multiples of ``2^L`` are
+padded by edge replication at the bottom and right, and cropped back.
+
+Generation runs one walk, :meth:`IntegerDiscreteFlow.synthesize`, from the top latent down
+to the image; where each latent comes from is its argument: a sampler (:meth:`sample`), given
+latents (:meth:`generate`) or a decoder reading streams (:mod:`idfzip.codec`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .layers import FlowStep, squeeze2x2, unsqueeze2x2
-from .distributions import discretized_logistic_log_pmf
-from .priors import ChannelMixturePrior, ConditionalLogisticPrior
+from .priors import ChannelMixturePrior, ConditionalLogisticPrior, Prior, StagedPrior
 
 PIXEL_OFFSET = 128  # pixels are centred on zero before entering the flow
 
@@ -41,16 +47,21 @@ class FlowConfig:
     translated_fraction: float = 0.25
     mixture_components: int = 5
     seed: int = 0
+    prior_stages: int = 1  # channel groups of each factored-out latent (StagedPrior)
+    top_stages: int = 1  # channel groups of the top latent: the first unconditioned
 
     def __post_init__(self):
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels}")
         for name in ("levels", "steps_per_level", "hidden", "depth", "prior_hidden",
-                     "prior_depth", "mixture_components"):
+                     "prior_depth", "mixture_components", "prior_stages", "top_stages"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if not 0 < self.translated_fraction < 1:
             raise ValueError("translated_fraction must lie strictly between 0 and 1")
+        if max(self.prior_stages, self.top_stages) > 2 * self.channels:
+            raise ValueError(f"prior_stages and top_stages can be at most {2 * self.channels} "
+                             f"(the channels of the smallest latent)")
 
     @property
     def block(self) -> int:
@@ -91,10 +102,32 @@ class IntegerDiscreteFlow(nn.Module):
                 FlowStep(c, translated, config.hidden, config.depth, gen)
                 for _ in range(config.steps_per_level)))
             kept = c // 2
-            self.priors.append(ConditionalLogisticPrior(
-                kept, c - kept, config.prior_hidden, config.prior_depth))
+            self.priors.append(self._factored_prior(kept, c - kept))
             c = kept
-        self.top_prior = ChannelMixturePrior(c, config.mixture_components)
+        self.top_prior = self._top_prior(c)
+
+    def _conditional(self, cond_channels: int, channels: int) -> ConditionalLogisticPrior:
+        config = self.config
+        return ConditionalLogisticPrior(cond_channels, channels, config.prior_hidden,
+                                        config.prior_depth)
+
+    def _factored_prior(self, kept: int, factored: int) -> Prior:
+        """The prior of a level's factored-out latent, conditioned on the ``kept`` channels."""
+        sizes = group_sizes(factored, self.config.prior_stages)
+        if len(sizes) == 1:
+            return self._conditional(kept, factored)
+        return StagedPrior([self._conditional(kept + sum(sizes[:k]), size)
+                            for k, size in enumerate(sizes)])
+
+    def _top_prior(self, channels: int) -> Prior:
+        """The top latent's prior: a channel mixture, or one for its first channel group and
+        conditional logistics for the others."""
+        sizes = group_sizes(channels, self.config.top_stages)
+        first = ChannelMixturePrior(sizes[0], self.config.mixture_components)
+        if len(sizes) == 1:
+            return first
+        return StagedPrior([first, *(self._conditional(sum(sizes[:k]), size)
+                                     for k, size in enumerate(sizes) if k)])
 
     # -- shapes ---------------------------------------------------------------------------
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,13 +147,13 @@ class IntegerDiscreteFlow(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.top_prior.logits.device
+        return next(self.top_prior.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
         """Float dtype the latents are held in: float32 for training, float64 once exported
         to integer networks (see :mod:`idfzip.intnet`)."""
-        return self.top_prior.logits.dtype
+        return next(self.top_prior.parameters()).dtype
 
     @property
     def is_integer(self) -> bool:
@@ -128,32 +161,40 @@ class IntegerDiscreteFlow(nn.Module):
         return any(isinstance(m, IntegerConvNet) for m in self.modules())
 
     # -- the flow -------------------------------------------------------------------------
-    def analyse(self, x: torch.Tensor):
-        """Integer images -> (latents, prior parameters): the latent of every level (float
-        dtype, integer values) and the (mean, log_scale) of each factored-out latent's prior."""
+    def analyse(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Integer images -> (latents, conditions): the latent of every level, the top one
+        last (float dtype, integer values), and the kept part each factored-out latent's prior
+        is conditioned on."""
         self._check_images(x)
         h = self._pad(x.to(self.device, self.dtype)) - PIXEL_OFFSET
-        latents, params = [], []
-        for steps, prior in zip(self.levels, self.priors):
+        latents, conds = [], []
+        for steps in self.levels:
             h = squeeze2x2(h)
             for step in steps:
                 h = step(h)
             kept = h.shape[1] // 2
             y, z = h[:, :kept], h[:, kept:]
-            params.append(prior.params(y))
             latents.append(z)
+            conds.append(y)
             h = y
         latents.append(h)
-        return latents, params
+        return latents, conds
+
+    def coding_units(self, latents: list[torch.Tensor], conds: list[torch.Tensor]) -> list:
+        """Every ``(prior, latent, params)`` a stream codes (see :mod:`idfzip.priors`), in the
+        decoder's order: the top latent, then the factored-out ones from the deepest level."""
+        units = self.top_prior.coding_units(latents[-1], None)
+        for index in reversed(range(len(self.levels))):
+            units += self.priors[index].coding_units(latents[index], conds[index])
+        return units
 
     def _forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Integer images -> latents and per-image log-likelihood in nats (summed in float64,
         so that the total does not depend on how images are batched)."""
-        latents, params = self.analyse(x)
-        log_p = self.top_prior.log_prob(latents[-1]).double().sum(dim=(1, 2, 3))
-        for z, (mean, log_scale) in zip(latents, params):
-            log_pmf = discretized_logistic_log_pmf(z, mean, log_scale)
-            log_p = log_p + log_pmf.double().sum(dim=(1, 2, 3))
+        latents, conds = self.analyse(x)
+        log_p = self.top_prior.log_prob(latents[-1], None).double().sum(dim=(1, 2, 3))
+        for prior, z, y in zip(self.priors, latents, conds):
+            log_p = log_p + prior.log_prob(z, y).double().sum(dim=(1, 2, 3))
         return latents, log_p
 
     def inverse_level(self, index: int, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -176,11 +217,32 @@ class IntegerDiscreteFlow(nn.Module):
             h = step.permutation.inverse(h)
         return unsqueeze2x2(h)
 
-    def _inverse(self, levels: list[torch.Tensor]) -> torch.Tensor:
-        h = levels[-1]
+    def top_shape(self, n: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """Shape of the top latent of ``n`` images of ``height`` x ``width``."""
+        b = self.config.block
+        return (n, self.top_prior.channels, -(-height // b), -(-width // b))
+
+    @torch.no_grad()
+    def synthesize(self, draw: Draw, n: int, height: int, width: int) -> torch.Tensor:
+        """The one generative walk, top latent -> level L ... level 1 -> ``n`` images of
+        ``height`` x ``width`` (float dtype, integer values, not clipped).
+
+        ``draw(prior, cond, out)`` fills ``out`` with the latent that ``prior`` models given
+        ``cond`` (``None`` for the top latent): by sampling, from given latents, or by decoding
+        a stream. A level's kept and factored-out parts share one buffer, which the level's
+        inverse overwrites, so a level's latents exist once (memory, for large tiles)."""
+        y = torch.empty(self.top_shape(n, height, width), dtype=self.dtype, device=self.device)
+        draw(self.top_prior, None, y)
         for index in reversed(range(len(self.levels))):
-            h = self.inverse_level(index, h, levels[index])
-        return h + PIXEL_OFFSET
+            prior, kept = self.priors[index], y.shape[1]
+            h = torch.empty((n, kept + prior.channels, *y.shape[2:]), dtype=self.dtype,
+                            device=self.device)
+            h[:, :kept] = y
+            del y
+            draw(prior, h[:, :kept], h[:, kept:])
+            y = self.invert_level(index, h)
+            del h
+        return (y + PIXEL_OFFSET)[..., :height, :width]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Training objective: bits per dimension of each image (N,), differentiable."""
@@ -197,9 +259,12 @@ class IntegerDiscreteFlow(nn.Module):
     @torch.no_grad()
     def generate(self, latents: Latents) -> torch.Tensor:
         """``x = f(z)``: exact inverse of :meth:`infer_latent`; returns int64 images."""
-        levels = [z.to(self.device, self.dtype) for z in latents.levels]
-        x = self._inverse(levels)
-        return x[..., : latents.height, : latents.width].to(torch.int64)
+        given = [z.to(self.device, self.dtype) for z in reversed(latents.levels)]
+
+        def draw(prior, cond, out):
+            out.copy_(given.pop(0))
+        n = latents.levels[0].shape[0]
+        return self.synthesize(draw, n, latents.height, latents.width).to(torch.int64)
 
     @torch.no_grad()
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
@@ -223,13 +288,19 @@ class IntegerDiscreteFlow(nn.Module):
             raise ValueError("n, height and width must be positive")
         gen = torch.Generator(device=self.device)
         gen.manual_seed(seed if seed is not None else torch.seed())
-        b = self.config.block
-        ph, pw = height + (-height % b), width + (-width % b)
-        scale = 2 ** self.config.levels
-        shape = (n, self.top_prior.channels, ph // scale, pw // scale)
-        h = self.top_prior.sample(shape, temperature, gen)
-        for index in reversed(range(len(self.levels))):
-            z = self.priors[index].sample(h, temperature, gen)
-            h = self.inverse_level(index, h, z)
-        x = (h + PIXEL_OFFSET)[..., :height, :width]
+
+        def draw(prior, cond, out):
+            out.copy_(prior.sample(cond, out.shape, temperature, gen))
+        x = self.synthesize(draw, n, height, width)
         return x.clamp(0, 255).to(torch.uint8)
+
+
+# draw(prior, cond, out): where :meth:`IntegerDiscreteFlow.synthesize` gets each latent from
+Draw = Callable[[Prior, "torch.Tensor | None", torch.Tensor], None]
+
+
+def group_sizes(channels: int, groups: int) -> list[int]:
+    """``channels`` split into ``groups`` consecutive groups of near-equal size."""
+    if groups > channels:
+        raise ValueError(f"cannot split {channels} channels into {groups} groups")
+    return [channels // groups + (k < channels % groups) for k in range(groups)]

@@ -95,6 +95,15 @@ def read_checkpoint(path: Path, device) -> dict:
     return state
 
 
+def _config_of(state: dict) -> FlowConfig | None:
+    """The model configuration a checkpoint was made for (options added since then take their
+    defaults, which keep old configurations meaning what they meant); None if unreadable."""
+    try:
+        return FlowConfig(**state["model_config"])
+    except (TypeError, ValueError):
+        return None
+
+
 def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
           config: TrainConfig = TrainConfig(), resume: bool = False, device: str = "cpu",
           progress: bool = True, log=print, init_weights: dict | None = None
@@ -130,7 +139,7 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
     ckpt_path = out_dir / CHECKPOINT_NAME
     if resume and ckpt_path.exists():
         state = read_checkpoint(ckpt_path, device)
-        if state["model_config"] != model_config.to_dict():
+        if _config_of(state) != model_config:
             raise DataError(f"{ckpt_path}: checkpoint was made for another model configuration")
         if state["train_config"] != asdict(config):
             log("note: training settings differ from the checkpoint's; the run continues "

@@ -1,19 +1,24 @@
 """Named model presets and the weights shipped with the package.
 
 A preset is an architecture (:class:`FlowConfig`); a shipped model is a preset plus a weight
-file in ``idfzip/weights/`` whose sha256 is pinned here. A file records its model's name and
+file in ``idfzip/weights/`` whose sha256 is pinned here. Models are looked up here by name or
+path, and loaded once per process (:func:`coding_model`). A file records its model's name and
 the first bytes of that sha256; when retraining replaces a shipped model's weights, the old
 ones stay in ``EARLIER``, so files made by an earlier release still decode.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+from .codec import FlowCodec
+from .intnet import to_integer
 from .model import FlowConfig, IntegerDiscreteFlow
-from .weights import ModelError, load_model_file
+from .weights import ModelError, load_model_file, weights_sha256
 
 PRESETS: dict[str, FlowConfig] = {
     # Photos of any size: four levels so the unconditioned top latent is 1/32 of the dims.
@@ -115,6 +120,42 @@ def load_model(name_or_path: str = DEFAULT_MODEL,
     known = ", ".join(sorted(SHIPPED)) or "none"
     raise ModelError(f"unknown model {name_or_path!r} (shipped models: {known}; "
                      "or give the path of a .pt model file)")
+
+
+class CodingModel:
+    """An integer-exported flow with the name and weight hash that files record."""
+
+    def __init__(self, model: IntegerDiscreteFlow, name: str):
+        # a float model is exported on a copy: the caller's model stays as it was
+        self.model = model if model.is_integer else to_integer(copy.deepcopy(model))
+        self.name = name.encode()[:255].decode(errors="ignore")  # what a file can record
+        self.sha256 = bytes.fromhex(weights_sha256(self.model.state_dict()))
+        self.codec = FlowCodec(self.model)
+
+    @property
+    def channels(self) -> int:
+        return self.model.config.channels
+
+    def to(self, device: str) -> "CodingModel":
+        self.model.to(device)
+        return self
+
+
+def coding_model(name_or_path: str = DEFAULT_MODEL, device: str = "cpu",
+                 model_id: bytes | None = None) -> CodingModel:
+    """Load (once per process, device and release) a model by name or path, exported to
+    integer arithmetic; ``model_id`` picks the release of a shipped model a file was made
+    with."""
+    if name_or_path in SHIPPED:  # one cache entry per release, however its id was given
+        model_id = bytes.fromhex(release(name_or_path, model_id).sha256)
+    return _coding_model(name_or_path, device, model_id)
+
+
+@lru_cache(maxsize=8)
+def _coding_model(name_or_path: str, device: str, model_id: bytes | None) -> CodingModel:
+    model = load_model(name_or_path, model_id)
+    name = name_or_path if name_or_path in SHIPPED else Path(name_or_path).stem
+    return CodingModel(model, name).to(device)
 
 
 def shipped_table() -> list[dict]:

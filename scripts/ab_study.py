@@ -27,8 +27,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
+from dataclasses import replace  # noqa: E402
+
 import torch  # noqa: E402
 
+from idfzip.growth import stage_priors  # noqa: E402
 from idfzip.model import IntegerDiscreteFlow  # noqa: E402
 from train_default import PHOTOS_MORE, debian_half  # noqa: E402
 
@@ -37,6 +40,10 @@ START = REPO / "data" / "checkpoints" / "photo.pt"  # photo release d384f497, fl
 # name: function of the float starting model -> the variant's float model
 VARIANTS = {
     "baseline": lambda model: model,
+    # factored-out and top latents each coded in two channel groups, the second conditioned
+    # on the first (channel-conditional priors)
+    "staged": lambda model: stage_priors(model, replace(model.config, prior_stages=2,
+                                                        top_stages=2)),
 }
 
 

@@ -516,9 +516,9 @@ def shipped_tiny(tmp_path, monkeypatch):
     current_sha = save_model(to_integer(sharp_model(seed=1)), tmp_path / "tiny.pt")
     monkeypatch.setattr(zoo, "WEIGHTS", tmp_path)
     monkeypatch.setitem(zoo.SHIPPED, "tiny", zoo.ShippedModel("tiny", "tiny.pt", current_sha))
-    api._coding_model.cache_clear()
+    zoo._coding_model.cache_clear()
     yield earlier, zoo.ShippedModel("tiny", "tiny-earlier.pt", earlier_sha), current_sha
-    api._coding_model.cache_clear()
+    zoo._coding_model.cache_clear()
 
 
 def test_files_of_an_earlier_release_of_a_shipped_model_still_decode(shipped_tiny, monkeypatch):

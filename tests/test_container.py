@@ -462,7 +462,7 @@ def test_empty_and_short_streams_are_refused_before_any_network_runs(monkeypatch
 
     def no_networks(*args):
         raise AssertionError("a network ran")
-    monkeypatch.setattr(codec.FlowCodec, "_decode", no_networks)
+    monkeypatch.setattr(codec.FlowCodec, "decode", no_networks)
     for damaged in (with_streams(data, streams), short.to_bytes()):
         with pytest.raises(CodingError, match="too short"):
             decompress(damaged, MODEL)

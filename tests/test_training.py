@@ -58,6 +58,19 @@ def test_resume_continues_exactly(image_folder, tmp_path):
         assert torch.equal(a, b), name
 
 
+def test_a_checkpoint_from_before_newer_model_options_resumes(image_folder, tmp_path):
+    """Options added to FlowConfig since a checkpoint was written take their defaults (the
+    shipped checkpoints in data/checkpoints predate prior_stages)."""
+    half = TrainConfig(**{**CONFIG.__dict__, "steps": 6})
+    run(image_folder, tmp_path / "b", half)
+    path = tmp_path / "b" / CHECKPOINT_NAME
+    state = torch.load(path, weights_only=True)
+    for option in ("prior_stages", "top_stages"):
+        del state["model_config"][option]
+    torch.save(state, path)
+    assert run(image_folder, tmp_path / "b", resume=True).config == TINY
+
+
 def test_a_finished_run_resumed_writes_its_model_again(image_folder, tmp_path):
     """A copied checkpoint (a shipped one) whose steps are all done still yields model.pt."""
     run(image_folder, tmp_path / "a")
