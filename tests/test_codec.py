@@ -508,7 +508,7 @@ def test_bitstream_is_stable():
 @pytest.fixture
 def shipped_tiny(tmp_path, monkeypatch):
     """A shipped model 'tiny' with a current and an earlier release (weights in tmp_path)."""
-    from idfzip import api, zoo
+    from idfzip import zoo
     from idfzip.intnet import to_integer
     from idfzip.weights import save_model
     earlier = to_integer(sharp_model(seed=0))
