@@ -83,14 +83,19 @@ def _with_escape(pmf: np.ndarray) -> np.ndarray:
     return np.append(pmf, max(1.0 - pmf.sum(), 2.0**-20))
 
 
-@lru_cache(maxsize=SCALES * FRACTIONS)
-def logistic_table(key: int):
-    """Categorical model for table ``key = scale_index * FRACTIONS + fraction_index``."""
+def logistic_pmf(key: int) -> np.ndarray:
+    """The pmf of table ``key = scale_index * FRACTIONS + fraction_index`` over offsets
+    ``-W..W`` from its centre (no escape symbol)."""
     scale_index, fraction_index = divmod(key, FRACTIONS)
     w = window(scale_index)
     offsets = np.arange(-w, w + 2, dtype=np.float64) - 0.5 - fraction_value(fraction_index)
-    cdf = logistic_cdf(offsets / scale_grid()[scale_index])
-    return _model.Categorical(_with_escape(np.diff(cdf)), perfect=False)
+    return np.diff(logistic_cdf(offsets / scale_grid()[scale_index]))
+
+
+@lru_cache(maxsize=SCALES * FRACTIONS)
+def logistic_table(key: int):
+    """Categorical model for table ``key``."""
+    return _model.Categorical(_with_escape(logistic_pmf(key)), perfect=False)
 
 
 def quantize_logistic(mean: np.ndarray, log_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -257,3 +262,116 @@ class MixtureTables:
     def decode(self, coder, channel_of: np.ndarray) -> np.ndarray:
         keys, offsets, windows = self._layout(channel_of)
         return decode_with_tables(coder, keys, offsets, windows, self.models.__getitem__)
+
+
+@lru_cache(maxsize=1)
+def _pmf_bank() -> tuple[np.ndarray, np.ndarray]:
+    """Every table's :func:`logistic_pmf`, end to end, and where each key's row starts: one
+    array that mixtures gather their components from (under 1 MB)."""
+    rows = [logistic_pmf(key) for key in range(SCALES * FRACTIONS)]
+    starts = np.cumsum([0] + [row.size for row in rows[:-1]])
+    return np.concatenate(rows), starts.astype(np.int64)
+
+
+_MIXTURE_FAMILY = _model.Categorical(perfect=False)  # probabilities given per symbol
+_ROW_BUDGET = 1 << 21  # probabilities built at once (16 MB), whatever the element count
+
+
+class MixtureCoder:
+    """Adapter of a mixture of ``K`` discretized logistics per element; parameters
+    ``(logits, means, log_scales)``, ``K`` consecutive values per element.
+
+    Each component is quantised as a single logistic is (:func:`quantize_logistic`); an
+    element's pmf over the integers its components' windows span is the weighted sum of their
+    table rows, gathered from :func:`_pmf_bank`, so every probability is a product and sum of
+    deterministic values in a fixed order (weights by :func:`deterministic_exp`, totals by
+    running sums), bit-identical on every machine. Elements are coded in rows of one width (a
+    power of two), the value's bin or, where the mixture puts no mass, the escape symbol
+    followed by the raw value."""
+
+    def __init__(self, components: int):
+        self.components = components
+
+    def _rows(self, logits, means, log_scales):
+        """Per element: lowest value of its row, row width, and the parameters that make the
+        row; elements in a canonical order grouped by width."""
+        k = self.components
+        centre, keys = quantize_logistic(np.reshape(means, (-1, k)),
+                                         np.reshape(log_scales, (-1, k)))
+        reach = _windows(keys).astype(np.int64)
+        lo = np.min(centre - reach, axis=1)
+        span = np.max(centre + reach, axis=1) - lo + 1
+        width = np.left_shift(1, np.ceil(np.log2(span)).astype(np.int64))
+        logits = np.clip(np.nan_to_num(np.reshape(logits, (-1, k)).astype(np.float64)), -50, 50)
+        top = logits[:, :1]
+        for j in range(1, k):
+            top = np.maximum(top, logits[:, j: j + 1])
+        exps = deterministic_exp(np.maximum(logits - top, -60.0))
+        total = exps[:, 0].copy()
+        for j in range(1, k):
+            total += exps[:, j]
+        weights = exps / total[:, None]
+        order = np.argsort(width, kind="stable")
+        return order, lo, width, centre, keys, reach, weights
+
+    def _chunks(self, order, width):
+        """(positions, width) of each group of rows coded by one call, in coding order."""
+        sorted_width = width[order]
+        starts = np.flatnonzero(np.diff(sorted_width, prepend=-1))
+        ends = np.append(starts[1:], order.size)
+        for start, end in zip(starts.tolist(), ends.tolist()):
+            w = int(sorted_width[start])
+            step = max(1, _ROW_BUDGET // (w + 1))
+            for first in range(start, end, step):
+                yield order[first: min(end, first + step)], w
+
+    def _probabilities(self, rows, positions, w):
+        """The rows of ``positions``: (n, w + 1) probabilities, the escape last."""
+        _, lo, _, centre, keys, reach, weights = rows
+        bank, starts = _pmf_bank()
+        values = lo[positions, None] + np.arange(w)
+        pmf = np.zeros((positions.size, w + 1))
+        for j in range(self.components):
+            offset = values - centre[positions, j: j + 1]
+            r = reach[positions, j: j + 1]
+            inside = np.abs(offset) <= r
+            index = np.where(inside, starts[keys[positions, j]][:, None] + offset + r, 0)
+            pmf[:, :w] += weights[positions, j: j + 1] * np.where(inside, bank[index], 0.0)
+        mass = np.cumsum(pmf[:, :w], axis=1)[:, -1]  # a running sum: one order everywhere
+        pmf[:, w] = np.maximum(1.0 - mass, 2.0**-20)
+        return pmf
+
+    def _mass_at(self, rows, z) -> np.ndarray:
+        """Each element's pmf at its own value ``z`` (0 where no component's window reaches)."""
+        _, _, _, centre, keys, reach, weights = rows
+        bank, starts = _pmf_bank()
+        mass = np.zeros(z.size)
+        for j in range(self.components):
+            offset = z - centre[:, j]
+            inside = np.abs(offset) <= reach[:, j]
+            index = np.where(inside, starts[keys[:, j]] + offset + reach[:, j], 0)
+            mass += weights[:, j] * np.where(inside, bank[index], 0.0)
+        return mass
+
+    def encode(self, coder, z, logits, means, log_scales) -> None:
+        rows = self._rows(logits, means, log_scales)
+        order, lo, width = rows[:3]
+        d = z - lo
+        escaped = (d < 0) | (d >= width) | (self._mass_at(rows, z) <= 0)
+        _encode_raw(coder, z[escaped])
+        symbols = np.where(escaped, width, d)
+        for positions, w in self._chunks(order, width):  # one chunk's rows in memory at a time
+            coder.encode_reverse(symbols[positions].astype(np.int32), _MIXTURE_FAMILY,
+                                 self._probabilities(rows, positions, w))
+
+    def decode(self, coder, logits, means, log_scales) -> np.ndarray:
+        rows = self._rows(logits, means, log_scales)
+        order, lo, width = rows[:3]
+        z = np.empty(order.size, np.int64)
+        escaped = np.zeros(order.size, bool)
+        for positions, w in reversed(list(self._chunks(order, width))):
+            symbol = coder.decode(_MIXTURE_FAMILY, self._probabilities(rows, positions, w))
+            z[positions] = lo[positions] + symbol
+            escaped[positions] = symbol == w
+        z[escaped] = _decode_raw(coder, int(escaped.sum()))
+        return z

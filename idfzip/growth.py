@@ -1,5 +1,5 @@
 """Growing a trained flow without changing what it computes: deeper (:func:`deepen`), or
-with channel-conditional priors (:func:`stage_priors`).
+with richer priors (:func:`grow_priors`).
 
 Training a bigger model from scratch throws away what a smaller one has learnt; on a small
 compute budget it is cheaper to grow the trained model and train on. :func:`deepen` gives a
@@ -19,6 +19,7 @@ from dataclasses import replace
 import torch
 
 from .model import FlowConfig, IntegerDiscreteFlow
+from .nets import OUTPUT_SCALE
 from .weights import ModelError
 
 
@@ -54,26 +55,29 @@ def deepen(model: IntegerDiscreteFlow, config: FlowConfig) -> IntegerDiscreteFlo
     return big
 
 
-def stage_priors(model: IntegerDiscreteFlow, config: FlowConfig) -> IntegerDiscreteFlow:
-    """A float model of ``config`` (``model``'s with more ``prior_stages`` / ``top_stages``)
-    that starts from what ``model`` computes: the flow is copied, and each stage of a staged
-    factored-out prior is the old prior's network restricted to the stage's channels, with
-    zero weights on the groups before it, so those likelihoods are exactly the old ones. A
-    staged top latent's first group keeps its mixtures; the later groups start as one
-    logistic per channel with the old mixture's mean and variance (the top latent is a
-    sixteenth of the dims, so the small initial loss is soon made up)."""
+def grow_priors(model: IntegerDiscreteFlow, config: FlowConfig) -> IntegerDiscreteFlow:
+    """A float model of ``config`` (``model``'s with other ``prior_stages``, ``top_stages`` or
+    ``prior_components``) that starts from what ``model`` computes. The flow is copied. Each
+    stage of a factored-out prior is the old prior's network restricted to the stage's
+    channels, with zero weights on the groups before it; as a mixture, its first component
+    is that logistic and the others start beside it at 1/20 of the weight each. So a staged
+    logistic prior's likelihood is exactly the old one, a mixture's nearly. A staged top
+    latent's first group keeps its mixtures; the later groups start as one logistic per
+    channel with the old mixture's mean and variance (the top latent is a sixteenth of the
+    dims, so the small initial loss is soon made up)."""
     old = model.config
-    if replace(config, prior_stages=old.prior_stages, top_stages=old.top_stages) != old:
-        raise ModelError("stage_priors changes only prior_stages and top_stages")
-    if old.prior_stages != 1 or old.top_stages != 1 or model.is_integer:
-        raise ModelError("stage_priors starts from a float model with unstaged priors")
+    grown = ("prior_stages", "top_stages", "prior_components")
+    if replace(config, **{k: getattr(old, k) for k in grown}) != old:
+        raise ModelError("grow_priors changes only prior_stages, top_stages and "
+                         "prior_components")
+    if any(getattr(old, k) != 1 for k in grown) or model.is_integer:
+        raise ModelError("grow_priors starts from a float model with single-logistic priors")
     new = IntegerDiscreteFlow(config)
     with torch.no_grad():
         new.levels.load_state_dict(model.levels.state_dict())
         for old_prior, new_prior in zip(model.priors, new.priors):
-            stages = getattr(new_prior, "stages", [new_prior])
             offset = 0
-            for stage in stages:
+            for stage in getattr(new_prior, "stages", [new_prior]):
                 _restrict(old_prior, stage, offset)
                 offset += stage.channels
         _stage_top(model.top_prior, new.top_prior)
@@ -81,7 +85,7 @@ def stage_priors(model: IntegerDiscreteFlow, config: FlowConfig) -> IntegerDiscr
 
 
 def _restrict(old, stage, offset: int) -> None:
-    """``stage``'s network := ``old``'s for channels ``offset ..`` (see :func:`stage_priors`)."""
+    """``stage``'s network := ``old``'s for channels ``offset ..`` (see :func:`grow_priors`)."""
     old_convs = [m for m in old.net.layers if isinstance(m, torch.nn.Conv2d)]
     new_convs = [m for m in stage.net.layers if isinstance(m, torch.nn.Conv2d)]
     for a, b in zip(old_convs[1:-1], new_convs[1:-1]):
@@ -92,13 +96,26 @@ def _restrict(old, stage, offset: int) -> None:
     new_first.bias.copy_(first.bias)
     last, new_last = old_convs[-1], new_convs[-1]
     c, size = old.channels, stage.channels
-    rows = [*range(offset, offset + size), *range(c + offset, c + offset + size)]
-    new_last.weight.copy_(last.weight[rows])
-    new_last.bias.copy_(last.bias[rows])
+    means, log_scales = list(range(offset, offset + size)), list(range(c + offset, c + offset + size))
+    k = getattr(stage, "components", 1)
+    if k == 1:
+        new_last.weight.copy_(last.weight[means + log_scales])
+        new_last.bias.copy_(last.bias[means + log_scales])
+        return
+    new_last.weight.zero_()
+    new_last.bias.zero_()
+    for j in range(k):  # rows: means, log-scales, logits, component-major (ConditionalMixturePrior)
+        for kind, rows in enumerate((means, log_scales)):
+            at = slice(kind * k * size + j * size, kind * k * size + (j + 1) * size)
+            new_last.weight[at] = last.weight[rows]
+            new_last.bias[at] = last.bias[rows]
+        if j:  # beside the first: shifted, wider, lighter
+            new_last.bias[j * size: (j + 1) * size] += (-1) ** j * 0.5 / OUTPUT_SCALE * j
+            new_last.bias[k * size + j * size: k * size + (j + 1) * size] += 0.5
+            new_last.bias[2 * k * size + j * size: 2 * k * size + (j + 1) * size] = -3.0
 
 
 def _stage_top(old, new) -> None:
-    from .nets import OUTPUT_SCALE
     stages = getattr(new, "stages", [new])
     first = stages[0]
     for name in ("logits", "means", "log_scales"):

@@ -5,7 +5,8 @@ Architecture, per level ``l = 1..L``::
 
     squeeze 2x2 -> [permute -> additive coupling] * steps -> split: z_l | y_l
 
-``z_l`` is factored out under a discretized logistic conditioned on ``y_l``; ``y_l`` goes on
+``z_l`` is factored out under a discretized logistic (or, with ``prior_components`` above 1,
+a mixture) conditioned on ``y_l``; ``y_l`` goes on
 to the next level. After the last level ``y_L`` is modelled by a per-channel logistic
 mixture. With ``prior_stages`` / ``top_stages`` above 1, a latent's channels are coded in that
 many groups, each conditioned on the groups before it (:class:`~idfzip.priors.StagedPrior`).
@@ -28,7 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import FlowStep, squeeze2x2, unsqueeze2x2
-from .priors import ChannelMixturePrior, ConditionalLogisticPrior, Prior, StagedPrior
+from .priors import (
+    ChannelMixturePrior,
+    ConditionalLogisticPrior,
+    ConditionalMixturePrior,
+    Prior,
+    StagedPrior,
+)
 
 PIXEL_OFFSET = 128  # pixels are centred on zero before entering the flow
 
@@ -48,13 +55,15 @@ class FlowConfig:
     mixture_components: int = 5
     seed: int = 0
     prior_stages: int = 1  # channel groups of each factored-out latent (StagedPrior)
+    prior_components: int = 1  # logistics per element of a factored-out latent (1: no mixture)
     top_stages: int = 1  # channel groups of the top latent: the first unconditioned
 
     def __post_init__(self):
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels}")
         for name in ("levels", "steps_per_level", "hidden", "depth", "prior_hidden",
-                     "prior_depth", "mixture_components", "prior_stages", "top_stages"):
+                     "prior_depth", "mixture_components", "prior_stages", "prior_components",
+                     "top_stages"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if not 0 < self.translated_fraction < 1:
@@ -106,8 +115,13 @@ class IntegerDiscreteFlow(nn.Module):
             c = kept
         self.top_prior = self._top_prior(c)
 
-    def _conditional(self, cond_channels: int, channels: int) -> ConditionalLogisticPrior:
+    def _conditional(self, cond_channels: int, channels: int, mixture: bool = False) -> Prior:
+        """A network-conditioned prior: a logistic per element, or with ``mixture`` (for
+        factored-out latents) a mixture of ``prior_components`` where that is above 1."""
         config = self.config
+        if mixture and config.prior_components > 1:
+            return ConditionalMixturePrior(cond_channels, channels, config.prior_hidden,
+                                           config.prior_depth, config.prior_components)
         return ConditionalLogisticPrior(cond_channels, channels, config.prior_hidden,
                                         config.prior_depth)
 
@@ -115,8 +129,8 @@ class IntegerDiscreteFlow(nn.Module):
         """The prior of a level's factored-out latent, conditioned on the ``kept`` channels."""
         sizes = group_sizes(factored, self.config.prior_stages)
         if len(sizes) == 1:
-            return self._conditional(kept, factored)
-        return StagedPrior([self._conditional(kept + sum(sizes[:k]), size)
+            return self._conditional(kept, factored, mixture=True)
+        return StagedPrior([self._conditional(kept + sum(sizes[:k]), size, mixture=True)
                             for k, size in enumerate(sizes)])
 
     def _top_prior(self, channels: int) -> Prior:

@@ -17,6 +17,8 @@ Families:
 
 * :class:`ConditionalLogisticPrior`: one discretized logistic per element, mean and scale
   predicted by a network from ``cond``;
+* :class:`ConditionalMixturePrior`: a mixture of ``K`` discretized logistics per element, its
+  weights, means and scales predicted by a network from ``cond``;
 * :class:`ChannelMixturePrior`: a per-channel mixture of discretized logistics, the same at
   every position (no per-position parameters, so one model codes images of any size);
 * :class:`StagedPrior`: a latent's channels in groups, each group under its own prior
@@ -38,7 +40,7 @@ from .distributions import (
     sample_logistic,
     sample_mixture,
 )
-from .entropy import LOGISTIC_CODER, MixtureTables, SymbolCoder
+from .entropy import LOGISTIC_CODER, MixtureCoder, MixtureTables, SymbolCoder
 from .nets import OUTPUT_SCALE, ConvNet
 
 # Initial log-scale of every prior: untrained latents spread like raw pixels (s ~ 30).
@@ -105,6 +107,41 @@ class ConditionalLogisticPrior(Prior):
 
     def make_coder(self) -> SymbolCoder:
         return LOGISTIC_CODER
+
+
+class ConditionalMixturePrior(Prior):
+    """p(z | y) = prod_i Mixture_K(z_i; logits_i(y), means_i(y), scales_i(y))."""
+
+    def __init__(self, cond_channels: int, channels: int, hidden: int, depth: int,
+                 components: int):
+        super().__init__()
+        self.channels, self.components = channels, components
+        self.net = ConvNet(cond_channels, 3 * components * channels, hidden, depth)
+        with torch.no_grad():  # output rows: means, log-scales, logits; component-major
+            self.net.layers[-1].bias[components * channels: 2 * components * channels] = (
+                INITIAL_LOG_SCALE)
+
+    def params(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits, means, log_scales), each shaped like the latent plus ``(K,)``."""
+        out = self.net(cond)
+        n, _, h, w = out.shape
+        out = out.view(n, 3, self.components, self.channels, h, w).permute(1, 0, 3, 4, 5, 2)
+        means, log_scales, logits = out
+        return logits, means * OUTPUT_SCALE, clamp_log_scale(log_scales)
+
+    def log_prob(self, z, cond):
+        return mixture_log_pmf(z, *self.params(cond))
+
+    def sample(self, cond, shape, temperature, generator=None):
+        logits, means, log_scales = self.params(cond)
+        return sample_mixture(logits, means, log_scales + _log_temperature(temperature),
+                              generator)
+
+    def coding_params(self, cond, shape):
+        return self.params(cond)
+
+    def make_coder(self) -> SymbolCoder:
+        return MixtureCoder(self.components)
 
 
 class ChannelMixturePrior(Prior):

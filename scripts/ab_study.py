@@ -31,7 +31,7 @@ from dataclasses import replace  # noqa: E402
 
 import torch  # noqa: E402
 
-from idfzip.growth import stage_priors  # noqa: E402
+from idfzip.growth import grow_priors  # noqa: E402
 from idfzip.model import IntegerDiscreteFlow  # noqa: E402
 from train_default import PHOTOS_MORE, debian_half  # noqa: E402
 
@@ -42,8 +42,10 @@ VARIANTS = {
     "baseline": lambda model: model,
     # factored-out and top latents each coded in two channel groups, the second conditioned
     # on the first (channel-conditional priors)
-    "staged": lambda model: stage_priors(model, replace(model.config, prior_stages=2,
-                                                        top_stages=2)),
+    "staged": lambda model: grow_priors(model, replace(model.config, prior_stages=2,
+                                                       top_stages=2)),
+    # a mixture of three logistics per element of every factored-out latent
+    "mixture": lambda model: grow_priors(model, replace(model.config, prior_components=3)),
 }
 
 

@@ -71,7 +71,8 @@ def time_shares(call) -> dict[str, float]:
         return code.co_filename, code.co_firstlineno, code.co_name
     parts = {"network": [IntegerConvNet.forward],
              "entropy coding": [entropy.encode_logistic, entropy.decode_logistic,
-                                entropy.MixtureTables.encode, entropy.MixtureTables.decode],
+                                entropy.MixtureTables.encode, entropy.MixtureTables.decode,
+                                entropy.MixtureCoder.encode, entropy.MixtureCoder.decode],
              "PNG candidate": [api._png]}
     profile = cProfile.Profile()
     start = time.perf_counter()

@@ -12,10 +12,15 @@ import torch
 
 from idfzip.api import CodingModel, compress, decompress
 from idfzip.codec import decode_image, encode_image
-from idfzip.growth import stage_priors
+from idfzip.growth import grow_priors
 from idfzip.intnet import to_integer
 from idfzip.model import group_sizes
-from idfzip.priors import ChannelMixturePrior, ConditionalLogisticPrior, StagedPrior
+from idfzip.priors import (
+    ChannelMixturePrior,
+    ConditionalLogisticPrior,
+    ConditionalMixturePrior,
+    StagedPrior,
+)
 from idfzip.weights import load_model_file, save_model
 
 from .conftest import mid_grey, tiny_model
@@ -27,6 +32,8 @@ LAYOUTS = {
     "staged levels": {"prior_stages": 2},
     "staged top": {"top_stages": 2},
     "staged 3": {"prior_stages": 3, "top_stages": 3},
+    "mixture": {"prior_components": 3},
+    "staged mixture": {"prior_components": 2, "prior_stages": 2, "top_stages": 2},
 }
 ids = list(LAYOUTS)
 
@@ -44,19 +51,19 @@ def smooth_image(seed: int, height: int = 24, width: int = 32) -> np.ndarray:
 def naive_log_pmf(prior, z: torch.Tensor, params: tuple) -> torch.Tensor:
     """Brute force, in float64: the difference of the logistic CDFs at the bin's edges,
     weighted over components for a mixture."""
-    z = z.double()
+    z = z.double().unsqueeze(-1)
     if isinstance(prior, ChannelMixturePrior):
-        logits, means, log_scales = (p.double() for p in prior.params())
         c = params[0]  # each element's channel
-        weights = torch.softmax(logits, -1)[c]
-        mass = (torch.sigmoid((z.unsqueeze(-1) + 0.5 - means[c]) / log_scales[c].exp())
-                - torch.sigmoid((z.unsqueeze(-1) - 0.5 - means[c]) / log_scales[c].exp()))
-        return torch.log((weights * mass).sum(-1))
-    assert isinstance(prior, ConditionalLogisticPrior)
-    mean, log_scale = (p.double() for p in params)
-    scale = log_scale.exp()
-    return torch.log(torch.sigmoid((z + 0.5 - mean) / scale)
-                     - torch.sigmoid((z - 0.5 - mean) / scale))
+        logits, means, log_scales = (p.double()[c] for p in prior.params())
+    elif isinstance(prior, ConditionalMixturePrior):
+        logits, means, log_scales = (p.double() for p in params)
+    else:
+        assert isinstance(prior, ConditionalLogisticPrior)
+        means, log_scales = (p.double().unsqueeze(-1) for p in params)
+        logits = torch.zeros_like(means)
+    scales = log_scales.exp()
+    mass = torch.sigmoid((z + 0.5 - means) / scales) - torch.sigmoid((z - 0.5 - means) / scales)
+    return torch.log((torch.softmax(logits, -1) * mass).sum(-1))
 
 
 @pytest.mark.parametrize("layout", ids)
@@ -162,10 +169,10 @@ def test_staged_priors_condition_later_groups_on_earlier_ones():
 
 def test_growing_staged_priors_keeps_the_factored_likelihood_exactly():
     model = model_of("logistic", std=0.3)
-    grown = stage_priors(model, replace(model.config, prior_stages=3))
+    grown = grow_priors(model, replace(model.config, prior_stages=3))
     x = torch.from_numpy(smooth_image(8)[None])
     assert torch.equal(grown.log_prob(x), model.log_prob(x))
-    both = stage_priors(model, replace(model.config, prior_stages=2, top_stages=2))
+    both = grow_priors(model, replace(model.config, prior_stages=2, top_stages=2))
     assert both.log_prob(x).item() == pytest.approx(model.log_prob(x).item(), rel=0.05)
 
 
