@@ -236,7 +236,8 @@ def models():
 @click.option("--checkpoint-every", type=click.IntRange(1), default=None)
 @click.option("--init", "init_model", default=None,
               help="Start from the weights of this model (shipped name or path) instead of "
-                   "scratch; one with fewer flow steps per level is grown to the preset.")
+                   "scratch; one with fewer flow steps per level or simpler priors is grown "
+                   "to the preset.")
 @click.option("--fake-quant", is_flag=True, default=None,
               help="Quantisation-aware training on the integer export's grids (for fine-tuning "
                    "with --init; the export costs <0.001 bpd even without it).")
@@ -255,7 +256,7 @@ def train(sources, preset, out_dir, init_model, resume, device, threads, quiet, 
     Data-parallel on several processes or machines when started by torchrun, e.g.
     torchrun --nproc_per_node 4 -m idfzip train ... (--batch-size is the global batch)."""
     from .train import TrainConfig, train as run_training
-    from .growth import deepen
+    from .growth import grow
     from .intnet import to_float
     from .zoo import load_model
     use_threads(threads)
@@ -268,7 +269,7 @@ def train(sources, preset, out_dir, init_model, resume, device, threads, quiet, 
         if start.is_integer:  # a shipped model or an export: train on from its float form
             start = to_float(start)
         if start.config != PRESETS[preset]:  # a smaller trained model: grow it (see growth.py)
-            start = deepen(start, PRESETS[preset])
+            start = grow(start, PRESETS[preset])
         init = start.state_dict()
     out_dir = out_dir or f"runs/{preset}"
     run_training(PRESETS[preset], list(sources), out_dir, config, resume=resume,

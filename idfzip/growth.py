@@ -55,6 +55,18 @@ def deepen(model: IntegerDiscreteFlow, config: FlowConfig) -> IntegerDiscreteFlo
     return big
 
 
+PRIOR_OPTIONS = ("prior_stages", "top_stages", "prior_components")
+
+
+def grow(model: IntegerDiscreteFlow, config: FlowConfig) -> IntegerDiscreteFlow:
+    """``model`` (float) grown to ``config``: deeper (:func:`deepen`) and/or with richer
+    priors (:func:`grow_priors`), whichever the difference needs."""
+    if model.config.steps_per_level != config.steps_per_level:
+        keep = {k: getattr(model.config, k) for k in PRIOR_OPTIONS}
+        model = deepen(model, replace(config, **keep))
+    return model if model.config == config else grow_priors(model, config)
+
+
 def grow_priors(model: IntegerDiscreteFlow, config: FlowConfig) -> IntegerDiscreteFlow:
     """A float model of ``config`` (``model``'s with other ``prior_stages``, ``top_stages`` or
     ``prior_components``) that starts from what ``model`` computes. The flow is copied. Each
@@ -66,7 +78,7 @@ def grow_priors(model: IntegerDiscreteFlow, config: FlowConfig) -> IntegerDiscre
     channel with the old mixture's mean and variance (the top latent is a sixteenth of the
     dims, so the small initial loss is soon made up)."""
     old = model.config
-    grown = ("prior_stages", "top_stages", "prior_components")
+    grown = PRIOR_OPTIONS
     if replace(config, **{k: getattr(old, k) for k in grown}) != old:
         raise ModelError("grow_priors changes only prior_stages, top_stages and "
                          "prior_components")

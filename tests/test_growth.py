@@ -50,3 +50,22 @@ def test_integer_exports_are_not_grown():
     small = to_integer(tiny_model())
     with pytest.raises(ModelError, match="float model"):
         deepen(small, replace(small.config, steps_per_level=4))
+
+
+def test_grow_deepens_and_stages_in_one_go():
+    """What `idfzip train --init` does when the preset is deeper and has staged priors: the
+    factored-out likelihood is kept exactly (prior_stages only)."""
+    from idfzip.growth import grow
+    small = tiny_model(3, std=0.3)
+    target = replace(small.config, steps_per_level=4, prior_stages=2)
+    big = grow(small, target)
+    assert big.config == target
+    x = torch.randint(0, 256, (1, 3, 16, 16))
+    assert torch.equal(big.log_prob(x), small.log_prob(x))
+
+
+def test_grow_priors_refuses_other_changes():
+    from idfzip.growth import grow_priors
+    small = tiny_model(3)
+    with pytest.raises(ModelError):
+        grow_priors(small, replace(small.config, hidden=16, prior_stages=2))
