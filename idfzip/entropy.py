@@ -273,6 +273,12 @@ def _pmf_bank() -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(rows), starts.astype(np.int64)
 
 
+@lru_cache(maxsize=1)
+def _row_mass() -> np.ndarray:
+    """Each table's total mass inside its window (a running sum: one order everywhere)."""
+    return np.array([np.cumsum(logistic_pmf(key))[-1] for key in range(SCALES * FRACTIONS)])
+
+
 _MIXTURE_FAMILY = _model.Categorical(perfect=False)  # probabilities given per symbol
 _ROW_BUDGET = 1 << 21  # probabilities built at once (16 MB), whatever the element count
 
@@ -301,7 +307,9 @@ class MixtureCoder:
         reach = _windows(keys).astype(np.int64)
         lo = np.min(centre - reach, axis=1)
         span = np.max(centre + reach, axis=1) - lo + 1
-        width = np.left_shift(1, np.ceil(np.log2(span)).astype(np.int64))
+        # rows of one width are coded together: widths rounded up to 8 steps an octave
+        grain = np.maximum(8, np.left_shift(1, np.floor(np.log2(span)).astype(np.int64) - 3))
+        width = -(-span // grain) * grain
         logits = np.clip(np.nan_to_num(np.reshape(logits, (-1, k)).astype(np.float64)), -50, 50)
         top = logits[:, :1]
         for j in range(1, k):
@@ -326,18 +334,25 @@ class MixtureCoder:
                 yield order[first: min(end, first + step)], w
 
     def _probabilities(self, rows, positions, w):
-        """The rows of ``positions``: (n, w + 1) probabilities, the escape last."""
+        """The rows of ``positions``: (n, w + 1) probabilities, the escape last. Each
+        component adds its table row into its window's columns, windows of one length at a
+        time; the escape takes what the windows leave out."""
         _, lo, _, centre, keys, reach, weights = rows
         bank, starts = _pmf_bank()
-        values = lo[positions, None] + np.arange(w)
         pmf = np.zeros((positions.size, w + 1))
+        flat = pmf.reshape(-1)
+        row_start = np.arange(positions.size) * (w + 1) - lo[positions]
+        mass = np.zeros(positions.size)
         for j in range(self.components):
-            offset = values - centre[positions, j: j + 1]
-            r = reach[positions, j: j + 1]
-            inside = np.abs(offset) <= r
-            index = np.where(inside, starts[keys[positions, j]][:, None] + offset + r, 0)
-            pmf[:, :w] += weights[positions, j: j + 1] * np.where(inside, bank[index], 0.0)
-        mass = np.cumsum(pmf[:, :w], axis=1)[:, -1]  # a running sum: one order everywhere
+            key, weight = keys[positions, j], weights[positions, j]
+            first = row_start + centre[positions, j] - reach[positions, j]
+            scale_index = key // FRACTIONS
+            for s in np.unique(scale_index).tolist():
+                sel = np.flatnonzero(scale_index == s)
+                span = np.arange(2 * window(s) + 1)
+                flat[first[sel, None] + span] += (bank[starts[key[sel], None] + span]
+                                                  * weight[sel, None])
+            mass += weight * _row_mass()[key]
         pmf[:, w] = np.maximum(1.0 - mass, 2.0**-20)
         return pmf
 
