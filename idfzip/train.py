@@ -95,6 +95,17 @@ def read_checkpoint(path: Path, device) -> dict:
     return state
 
 
+def model_of_checkpoint(path: str | Path) -> IntegerDiscreteFlow:
+    """The float model a training checkpoint holds (its weights at the checkpoint's step)."""
+    state = read_checkpoint(Path(path), "cpu")
+    config = _config_of(state)
+    if config is None:
+        raise DataError(f"{path}: its model configuration is not one this version can build")
+    model = IntegerDiscreteFlow(config)
+    model.load_state_dict(state["model"])
+    return model
+
+
 def _config_of(state: dict) -> FlowConfig | None:
     """The model configuration a checkpoint was made for (options added since then take their
     defaults, which keep old configurations meaning what they meant); None if unreadable."""

@@ -35,7 +35,7 @@ from idfzip.growth import grow_priors  # noqa: E402
 from idfzip.model import IntegerDiscreteFlow  # noqa: E402
 from train_default import PHOTOS_MORE, debian_half  # noqa: E402
 
-START = REPO / "data" / "checkpoints" / "photo.pt"  # photo release d384f497, float weights
+START = REPO / "data" / "checkpoints" / "photo-d384f497.pt"  # photo release d384f497's training
 
 # name: function of the float starting model -> the variant's float model
 VARIANTS = {
@@ -44,18 +44,20 @@ VARIANTS = {
     # on the first (channel-conditional priors)
     "staged": lambda model: grow_priors(model, replace(model.config, prior_stages=2,
                                                        top_stages=2)),
+    # only the top latent in two channel groups, the second conditioned on the first
+    "top2": lambda model: grow_priors(model, replace(model.config, top_stages=2)),
     # a mixture of three logistics per element of every factored-out latent
     "mixture": lambda model: grow_priors(model, replace(model.config, prior_components=3)),
+    # two logistics per element, and the top latent in two groups
+    "mixture2-top2": lambda model: grow_priors(model, replace(model.config, prior_components=2,
+                                                              top_stages=2)),
 }
 
 
 def start_model() -> IntegerDiscreteFlow:
-    """The float model of the ``photo`` release's training checkpoint."""
-    state = torch.load(START, map_location="cpu", weights_only=True)
-    from idfzip.model import FlowConfig
-    model = IntegerDiscreteFlow(FlowConfig(**state["model_config"]))
-    model.load_state_dict(state["model"])
-    return model
+    """The float model of the ``photo`` release d384f497's training checkpoint."""
+    from idfzip.train import model_of_checkpoint
+    return model_of_checkpoint(START)
 
 
 def unseen_photos() -> list:

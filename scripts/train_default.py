@@ -30,8 +30,20 @@ SHARED = REPO.parent / "shared" / "data"
 PHOTOS = [SHARED / "photos_train" / "crops.npz", SHARED / "photos_train" / "wikipedia_half"]
 PHOTOS_MORE = [*PHOTOS, SHARED / "photos_train" / "urban100_half",
                SHARED / "photos_train" / "sun80_third"]
-COMMON = ["--seed", "0", "--precision", "bfloat16"]
 EARLIER_PHOTO = REPO / "idfzip" / "weights" / "photo-787b2fa4.pt"  # photo after 50,000 steps
+
+
+def photo_d384f497() -> Path:
+    """The float weights of photo release d384f497, from its training checkpoint (kept in
+    data/checkpoints), as a model file for ``--init``: the start of the next release, exactly
+    as scripts/ab_study.py starts its variants."""
+    from idfzip.train import model_of_checkpoint
+    from idfzip.weights import save_model
+    out = REPO / "runs" / "photo-d384f497-float.pt"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_model(model_of_checkpoint(REPO / "data" / "checkpoints" / "photo-d384f497.pt"), out)
+    return out
 
 
 def debian_half() -> Path:
@@ -52,17 +64,21 @@ def debian_half() -> Path:
 
 def recipe(preset: str, data: list[Path], batch: int, crop: int, eval_every: int,
            anneal_from: int, anneal_decay: float, steps: int, lr: float = 3e-3,
-           warmup: int = 500, holdout: float = 0.02, init: Path | None = None) -> dict:
+           warmup: int = 500, holdout: float = 0.02, init=None, decay: float = 0.97,
+           seed: int = 0) -> dict:
     """Data and ``idfzip train`` arguments of one shipped model: Adamax at ``lr`` with
-    ``warmup`` warm-up steps and decay 0.97 per 1000 steps, then annealed from ``anneal_from``.
-    With ``init``, training starts from that model file (grown to ``preset`` if it has fewer
-    flow steps). A data entry may be a function that makes the folder."""
+    ``warmup`` warm-up steps and ``decay`` per 1000 steps, then annealed from ``anneal_from``
+    (None: never). With ``init``, training starts from that model file (grown to ``preset`` if
+    it has fewer flow steps or simpler priors). A data entry or ``init`` may be a function
+    that makes the folder or file."""
     return {"data": data, "steps": steps, "init": init,
             "args": ["--preset", preset, "--batch-size", str(batch), "--crop", str(crop),
                      "--eval-every", str(eval_every), "--lr", str(lr), "--warmup-steps",
-                     str(warmup), "--anneal-from", str(anneal_from),
+                     str(warmup), "--decay-per-1000", str(decay),
+                     *(["--anneal-from", str(anneal_from)] if anneal_from is not None else []),
                      "--anneal-decay-per-1000", str(anneal_decay),
-                     "--holdout-fraction", str(holdout), *COMMON]}
+                     "--holdout-fraction", str(holdout), "--seed", str(seed),
+                     "--precision", "bfloat16"]}
 
 
 RECIPES = {
@@ -99,8 +115,9 @@ def run(name: str, args: argparse.Namespace) -> Path:
         cmd += ["--data", str(source() if callable(source) else source)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    if recipe["init"] and not (out / "checkpoint.pt").exists():
-        cmd += ["--init", str(recipe["init"])]
+    init = recipe["init"]
+    if init and not (out / "checkpoint.pt").exists():
+        cmd += ["--init", str(init() if callable(init) else init)]
     subprocess.run(cmd, check=True)
     return out
 
