@@ -25,7 +25,7 @@ from .allocator import reuse_freed_memory
 from .intnet import exact_arithmetic
 from .entropy import CodingError, MixtureTables, decode_logistic, encode_logistic
 from .limits import min_stream_words, tiles_per_batch
-from .model import PIXEL_OFFSET, IntegerDiscreteFlow
+from .model import IntegerDiscreteFlow
 
 Progress = Callable[[int], None]
 
@@ -114,7 +114,7 @@ class FlowCodec:
                                   "after its last symbol)")
             y = model.invert_level(index, h)
             del h
-        x = (y + PIXEL_OFFSET)[..., :height, :width]
+        x = model.to_pixels(y)[..., :height, :width]
         if x.min() < 0 or x.max() > 255:
             raise CodingError("decoded pixels out of range: damaged data or wrong model")
         return x.to(torch.uint8).cpu().numpy()

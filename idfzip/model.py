@@ -1,9 +1,14 @@
 """The integer discrete flow: ``z = f^-1(x)`` (latent inference), ``x = f(z)`` (generation) and
 the exact likelihood ``p(x) = p(z)`` (a bijection on integers has no Jacobian term).
 
-Architecture, per level ``l = 1..L``::
+Pixels are centred on zero and, optionally, turned into YCoCg-R (``colour_transform``, see
+:mod:`idfzip.colour`); then, per level ``l = 1..L``::
 
     squeeze 2x2 -> [permute -> additive coupling] * steps -> split: z_l | y_l
+
+The permutations are random or reversals (``permutation``); the couplings' translations may be
+scaled by learnt ReZero gains that start at zero (``coupling_gain``, see
+:class:`~idfzip.nets.ConvNet`).
 
 ``z_l`` is factored out under a discretized logistic conditioned on ``y_l``; ``y_l`` goes on
 to the next level. After the last level ``y_L`` is modelled by a per-channel logistic
@@ -20,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import FlowStep, squeeze2x2, unsqueeze2x2
+from .colour import COLOUR_TRANSFORMS
+from .layers import PERMUTATIONS, FlowStep, squeeze2x2, unsqueeze2x2
 from .distributions import discretized_logistic_log_pmf
 from .priors import ChannelMixturePrior, ConditionalLogisticPrior
 
@@ -41,6 +47,11 @@ class FlowConfig:
     translated_fraction: float = 0.25
     mixture_components: int = 5
     seed: int = 0
+    # Options of issue #13; their defaults are the architecture of every earlier config, so a
+    # saved config without these keys loads to the model it was saved from.
+    permutation: str = "random"  # channel permutation before each coupling: "random", "reverse"
+    coupling_gain: bool = False  # ReZero: couplings' translations scaled by a gain from zero
+    colour_transform: str = "none"  # of the RGB pixels before the flow: "none", "ycocg-r"
 
     def __post_init__(self):
         if self.channels not in (1, 3):
@@ -51,6 +62,15 @@ class FlowConfig:
                 raise ValueError(f"{name} must be at least 1")
         if not 0 < self.translated_fraction < 1:
             raise ValueError("translated_fraction must lie strictly between 0 and 1")
+        if self.permutation not in PERMUTATIONS:
+            raise ValueError(f"permutation must be one of {', '.join(PERMUTATIONS)}, "
+                             f"got {self.permutation!r}")
+        if self.colour_transform not in COLOUR_TRANSFORMS:
+            raise ValueError(f"colour_transform must be one of {', '.join(COLOUR_TRANSFORMS)}, "
+                             f"got {self.colour_transform!r}")
+        if self.colour_transform != "none" and self.channels != 3:
+            raise ValueError(f"colour_transform {self.colour_transform!r} needs RGB images "
+                             f"(channels=3), got channels={self.channels}")
 
     @property
     def block(self) -> int:
@@ -88,7 +108,8 @@ class IntegerDiscreteFlow(nn.Module):
             c *= 4
             translated = max(1, round(c * config.translated_fraction))
             self.levels.append(nn.ModuleList(
-                FlowStep(c, translated, config.hidden, config.depth, gen)
+                FlowStep(c, translated, config.hidden, config.depth, gen, config.permutation,
+                         config.coupling_gain)
                 for _ in range(config.steps_per_level)))
             kept = c // 2
             self.priors.append(ConditionalLogisticPrior(
@@ -127,12 +148,25 @@ class IntegerDiscreteFlow(nn.Module):
         from .intnet import IntegerConvNet
         return any(isinstance(m, IntegerConvNet) for m in self.modules())
 
+    # -- pixels <-> the flow's input --------------------------------------------------------
+    def from_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Integer pixels 0..255 (float dtype) -> the flow's input: centred on zero, then the
+        config's colour transform (see :mod:`idfzip.colour`)."""
+        forward, _ = COLOUR_TRANSFORMS[self.config.colour_transform]
+        return forward(x - PIXEL_OFFSET)
+
+    def to_pixels(self, h: torch.Tensor) -> torch.Tensor:
+        """Exact inverse of :meth:`from_pixels`, the one place every inverse path (generation,
+        sampling, decoding) turns the flow's output back into pixels."""
+        _, inverse = COLOUR_TRANSFORMS[self.config.colour_transform]
+        return inverse(h) + PIXEL_OFFSET
+
     # -- the flow -------------------------------------------------------------------------
     def analyse(self, x: torch.Tensor):
         """Integer images -> (latents, prior parameters): the latent of every level (float
         dtype, integer values) and the (mean, log_scale) of each factored-out latent's prior."""
         self._check_images(x)
-        h = self._pad(x.to(self.device, self.dtype)) - PIXEL_OFFSET
+        h = self.from_pixels(self._pad(x.to(self.device, self.dtype)))
         latents, params = [], []
         for steps, prior in zip(self.levels, self.priors):
             h = squeeze2x2(h)
@@ -180,7 +214,7 @@ class IntegerDiscreteFlow(nn.Module):
         h = levels[-1]
         for index in reversed(range(len(self.levels))):
             h = self.inverse_level(index, h, levels[index])
-        return h + PIXEL_OFFSET
+        return self.to_pixels(h)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Training objective: bits per dimension of each image (N,), differentiable."""
@@ -231,5 +265,5 @@ class IntegerDiscreteFlow(nn.Module):
         for index in reversed(range(len(self.levels))):
             z = self.priors[index].sample(h, temperature, gen)
             h = self.inverse_level(index, h, z)
-        x = (h + PIXEL_OFFSET)[..., :height, :width]
+        x = self.to_pixels(h)[..., :height, :width]
         return x.clamp(0, 255).to(torch.uint8)
