@@ -7,17 +7,20 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from idfzip import FlowConfig, IntegerDiscreteFlow
+from idfzip import FlowConfig, IntegerDiscreteFlow, compress, decompress
+from idfzip.api import CodingModel, describe
 from idfzip.codec import FlowCodec, decode_image, encode_image
 from idfzip.colour import ycocg_r, ycocg_r_inverse
+from idfzip.growth import deepen
 from idfzip.intnet import IntegerConvNet, exact_arithmetic, to_float, to_integer
 from idfzip.model import PIXEL_OFFSET
 from idfzip.nets import ConvNet
 from idfzip.quantization import INPUT_LIMIT
 from idfzip.weights import load_model_file, save_model, weights_sha256
 
-from .conftest import TINY, randomize, sharp_model, tiny_model
+from .conftest import TINY, mid_grey, randomize, sharp_model, tiny_model
 
 OPTIONS = {
     "reverse": {"permutation": "reverse"},
@@ -68,6 +71,14 @@ def test_integer_export_codes_exactly(option):
     np.testing.assert_array_equal(decode_image(codec, streams, 3, 21, 30, tile=16), image)
 
 
+def test_compress_and_decompress_with_every_option():
+    coding = CodingModel(sharp_model(3, **OPTIONS["all"]), "all-options")
+    image = Image.fromarray(mid_grey(np.random.default_rng(0), 64, 48))
+    data = compress(image, coding, tile=32)
+    assert describe(data)["method"] == "flow"
+    assert decompress(data, coding).tobytes() == image.tobytes()
+
+
 @pytest.mark.parametrize("option", sorted(OPTIONS))
 def test_save_and_load_keep_config_and_outputs(option, tmp_path):
     for model in (tiny_model(4, **OPTIONS[option]), to_integer(tiny_model(4, **OPTIONS[option]))):
@@ -98,6 +109,17 @@ def test_model_files_without_the_new_keys_load_the_old_architecture(tmp_path):
     assert loaded.config == TINY and not any("gain" in name for name in loaded.state_dict())
     x = images(1, 9, 11)
     assert torch.equal(loaded.log_prob(x), model.log_prob(x))
+
+
+def test_a_model_with_every_option_grows_deeper_computing_the_same():
+    """Fresh steps start as the identity through their zero gains; their reversals are undone
+    in the following original step's permutation."""
+    small = tiny_model(7, std=0.3, **OPTIONS["all"])
+    big = deepen(small, FlowConfig(**{**small.config.to_dict(), "steps_per_level": 4}))
+    x = images(2, 12, 20)
+    assert torch.equal(big.log_prob(x), small.log_prob(x))
+    for a, b in zip(big.infer_latent(x).levels, small.infer_latent(x).levels):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("bad", [{"permutation": "shuffle"}, {"colour_transform": "yuv"},
