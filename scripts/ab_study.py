@@ -9,9 +9,10 @@ model here was trained on.
 
 Options that change the flow itself (a permutation, a gain, a colour transform) cannot start
 from the trained model; they are measured from scratch instead, against a baseline trained
-from scratch with the same recipe (:data:`SCRATCH_VARIANTS`, the ``scratch`` command)::
+from scratch with the same recipe (:data:`SCRATCH_VARIANTS`, the ``scratch`` command), NAME
+each of scratch-baseline, scratch-reverse, scratch-rezero and scratch-ycocg in turn::
 
-    python scripts/ab_study.py scratch scratch-baseline --out runs/ab-scratch --steps 2000 --threads 1
+    python scripts/ab_study.py scratch NAME --out runs/ab-scratch --steps 5000 --threads 1
     python scripts/ab_study.py report --out runs/ab-scratch --table data/benchmarks/ab_scratch.md
 
 A variant is a function from the starting model (float) to a model of the variant's
