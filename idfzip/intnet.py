@@ -58,12 +58,13 @@ def split_limbs(x: torch.Tensor) -> torch.Tensor:
 class IntegerConv(nn.Module):
     """One convolution with integer weights ``W``, bias ``B`` and output unit ``2^-exponent``."""
 
-    def __init__(self, conv: nn.Conv2d, input_bits: int):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, padding: tuple,
+                 input_bits: int):
         super().__init__()
-        e = layer_exponent(conv.weight, conv.bias, input_bits)
-        self.padding = conv.padding
-        self.register_buffer("weight", round_half_up(conv.weight.detach().double() * 2.0**e))
-        self.register_buffer("bias", round_half_up(conv.bias.detach().double()
+        e = layer_exponent(weight, bias, input_bits)
+        self.padding = padding
+        self.register_buffer("weight", round_half_up(weight.detach().double() * 2.0**e))
+        self.register_buffer("bias", round_half_up(bias.detach().double()
                                                    * 2.0 ** (e + input_bits)))
         self.register_buffer("exponent", torch.tensor(e + input_bits, dtype=torch.int64))
 
@@ -110,12 +111,18 @@ def _input_bits(convs: list) -> list[int]:
 
 
 class IntegerConvNet(nn.Module):
-    """Drop-in replacement for :class:`ConvNet` computing in exact integer arithmetic."""
+    """Drop-in replacement for :class:`ConvNet` computing in exact integer arithmetic.
+
+    A ReZero gain is folded into the last convolution before quantisation
+    (:meth:`ConvNet.folded_weights`), so it costs nothing here; ``folded_gain`` (not part of
+    the state) remembers that there was one, for :func:`to_float`."""
 
     def __init__(self, net: ConvNet):
         super().__init__()
         convs = [m for m in net.layers if isinstance(m, nn.Conv2d)]
-        self.convs = nn.ModuleList(IntegerConv(c, b) for c, b in zip(convs, _input_bits(convs)))
+        self.convs = nn.ModuleList(IntegerConv(*net.folded_weights(c), c.padding, b)
+                                   for c, b in zip(convs, _input_bits(convs)))
+        self.folded_gain = net.gain is not None
 
         # rows of input each output row depends on, above and below (the kernels' reach)
         self.reach = sum(conv.padding[0] for conv in self.convs)
@@ -163,7 +170,8 @@ def to_float(model: nn.Module) -> nn.Module:
     """Inverse of :func:`to_integer` (in place), for training on from exported weights: each
     IntegerConvNet becomes a float32 :class:`ConvNet` with weights ``W 2^-e`` and biases
     ``B 2^-(e + input bits)``, the values its export computes with, up to the activations'
-    rounding; exporting it again gives the same integers."""
+    rounding; exporting it again gives the same integers. A network exported with a ReZero
+    gain gets its gain back at 1, its last layer holding the folded weights."""
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, IntegerConvNet):
@@ -173,9 +181,12 @@ def to_float(model: nn.Module) -> nn.Module:
 
 def _float_net(net: IntegerConvNet) -> ConvNet:
     first, last = net.convs[0].weight, net.convs[-1].weight
-    out = ConvNet(first.shape[1], last.shape[0], first.shape[0], len(net.convs) - 1)
+    out = ConvNet(first.shape[1], last.shape[0], first.shape[0], len(net.convs) - 1,
+                  gain=net.folded_gain)
     floats = [m for m in out.layers if isinstance(m, nn.Conv2d)]
     with torch.no_grad():
+        if out.gain is not None:
+            out.gain.fill_(1.0)
         for conv, exported, b in zip(floats, net.convs, _input_bits(floats)):
             exponent = int(exported.exponent)
             conv.weight.copy_(exported.weight * 2.0 ** (b - exponent))

@@ -33,12 +33,27 @@ def unsqueeze2x2(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 1, 4, 2, 5, 3).reshape(n, c // 4, h * 2, w * 2)
 
 
+def random_permutation(channels: int, generator: torch.Generator) -> torch.Tensor:
+    """A seeded random order: every channel meets every other in some coupling."""
+    return torch.randperm(channels, generator=generator)
+
+
+def reverse_permutation(channels: int, generator: torch.Generator) -> torch.Tensor:
+    """The channels in reverse order (Glow's and IDF++'s ablations); draws nothing from
+    ``generator``."""
+    return torch.arange(channels - 1, -1, -1)
+
+
+# the values of FlowConfig.permutation: name -> (channels, generator) -> permutation
+PERMUTATIONS = {"random": random_permutation, "reverse": reverse_permutation}
+
+
 class Permutation(nn.Module):
     """A fixed channel permutation, stored in the state dict so files stay decodable."""
 
-    def __init__(self, channels: int, generator: torch.Generator):
+    def __init__(self, channels: int, generator: torch.Generator, kind: str = "random"):
         super().__init__()
-        perm = torch.randperm(channels, generator=generator)
+        perm = PERMUTATIONS[kind](channels, generator)
         self.register_buffer("perm", perm)
         self.register_buffer("inv_perm", torch.argsort(perm))
 
@@ -53,13 +68,16 @@ class AdditiveCoupling(nn.Module):
     """``z_b = x_b + round(NN(x_a))``, ``z_a = x_a``: integer in, integer out, exactly invertible.
 
     ``x_a`` is the first ``channels - translated`` channels; the network sees only those, so
-    the inverse can recompute the same translation from ``z_a``.
+    the inverse can recompute the same translation from ``z_a``. With ``gain`` (ReZero), the
+    network's output is scaled by a learnt per-channel gain that starts at zero (see
+    :class:`~idfzip.nets.ConvNet`).
     """
 
-    def __init__(self, channels: int, translated: int, hidden: int, depth: int):
+    def __init__(self, channels: int, translated: int, hidden: int, depth: int,
+                 gain: bool = False):
         super().__init__()
         self.split = channels - translated
-        self.net = ConvNet(self.split, translated, hidden, depth)
+        self.net = ConvNet(self.split, translated, hidden, depth, gain=gain)
 
     def translation(self, x_a: torch.Tensor) -> torch.Tensor:
         return round_ste(self.net(x_a) * OUTPUT_SCALE)
@@ -74,12 +92,14 @@ class AdditiveCoupling(nn.Module):
 
 
 class FlowStep(nn.Module):
-    """Permutation followed by an additive coupling."""
+    """Permutation (of kind ``permutation``, a key of :data:`PERMUTATIONS`) followed by an
+    additive coupling (with a ReZero ``gain`` or not)."""
 
-    def __init__(self, channels: int, translated: int, hidden: int, depth: int, generator):
+    def __init__(self, channels: int, translated: int, hidden: int, depth: int, generator,
+                 permutation: str = "random", gain: bool = False):
         super().__init__()
-        self.permutation = Permutation(channels, generator)
-        self.coupling = AdditiveCoupling(channels, translated, hidden, depth)
+        self.permutation = Permutation(channels, generator, permutation)
+        self.coupling = AdditiveCoupling(channels, translated, hidden, depth, gain)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.coupling(self.permutation(x))

@@ -1,9 +1,14 @@
 """The integer discrete flow: ``z = f^-1(x)`` (latent inference), ``x = f(z)`` (generation) and
 the exact likelihood ``p(x) = p(z)`` (a bijection on integers has no Jacobian term).
 
-Architecture, per level ``l = 1..L``::
+Pixels are centred on zero and, optionally, turned into YCoCg-R (``colour_transform``, see
+:mod:`idfzip.colour`); then, per level ``l = 1..L``::
 
     squeeze 2x2 -> [permute -> additive coupling] * steps -> split: z_l | y_l
+
+The permutations are random or reversals (``permutation``); the couplings' translations may be
+scaled by learnt ReZero gains that start at zero (``coupling_gain``, see
+:class:`~idfzip.nets.ConvNet`).
 
 ``z_l`` is factored out under a discretized logistic (or, with ``prior_components`` above 1,
 a mixture) conditioned on ``y_l``; ``y_l`` goes on
@@ -28,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import FlowStep, squeeze2x2, unsqueeze2x2
+from .colour import COLOUR_TRANSFORMS
+from .layers import PERMUTATIONS, FlowStep, squeeze2x2, unsqueeze2x2
 from .priors import (
     ChannelMixturePrior,
     ConditionalLogisticPrior,
@@ -54,6 +60,11 @@ class FlowConfig:
     translated_fraction: float = 0.25
     mixture_components: int = 5
     seed: int = 0
+    # Options of issue #13; their defaults are the architecture of every earlier config, so a
+    # saved config without these keys loads to the model it was saved from.
+    permutation: str = "random"  # channel permutation before each coupling: "random", "reverse"
+    coupling_gain: bool = False  # ReZero: couplings' translations scaled by a gain from zero
+    colour_transform: str = "none"  # of the RGB pixels before the flow: "none", "ycocg-r"
     prior_stages: int = 1  # channel groups of each factored-out latent (StagedPrior)
     prior_components: int = 1  # logistics per element of a factored-out latent (1: no mixture)
     top_stages: int = 1  # channel groups of the top latent: the first unconditioned
@@ -71,6 +82,15 @@ class FlowConfig:
         if max(self.prior_stages, self.top_stages) > 2 * self.channels:
             raise ValueError(f"prior_stages and top_stages can be at most {2 * self.channels} "
                              f"(the channels of the smallest latent)")
+        if self.permutation not in PERMUTATIONS:
+            raise ValueError(f"permutation must be one of {', '.join(PERMUTATIONS)}, "
+                             f"got {self.permutation!r}")
+        if self.colour_transform not in COLOUR_TRANSFORMS:
+            raise ValueError(f"colour_transform must be one of {', '.join(COLOUR_TRANSFORMS)}, "
+                             f"got {self.colour_transform!r}")
+        if self.colour_transform != "none" and self.channels != 3:
+            raise ValueError(f"colour_transform {self.colour_transform!r} needs RGB images "
+                             f"(channels=3), got channels={self.channels}")
 
     @property
     def block(self) -> int:
@@ -108,7 +128,8 @@ class IntegerDiscreteFlow(nn.Module):
             c *= 4
             translated = max(1, round(c * config.translated_fraction))
             self.levels.append(nn.ModuleList(
-                FlowStep(c, translated, config.hidden, config.depth, gen)
+                FlowStep(c, translated, config.hidden, config.depth, gen, config.permutation,
+                         config.coupling_gain)
                 for _ in range(config.steps_per_level)))
             kept = c // 2
             self.priors.append(self._factored_prior(kept, c - kept))
@@ -174,13 +195,26 @@ class IntegerDiscreteFlow(nn.Module):
         from .intnet import IntegerConvNet
         return any(isinstance(m, IntegerConvNet) for m in self.modules())
 
+    # -- pixels <-> the flow's input --------------------------------------------------------
+    def from_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Integer pixels 0..255 (float dtype) -> the flow's input: centred on zero, then the
+        config's colour transform (see :mod:`idfzip.colour`)."""
+        forward, _ = COLOUR_TRANSFORMS[self.config.colour_transform]
+        return forward(x - PIXEL_OFFSET)
+
+    def to_pixels(self, h: torch.Tensor) -> torch.Tensor:
+        """Exact inverse of :meth:`from_pixels`, the one place every inverse path (generation,
+        sampling, decoding) turns the flow's output back into pixels."""
+        _, inverse = COLOUR_TRANSFORMS[self.config.colour_transform]
+        return inverse(h) + PIXEL_OFFSET
+
     # -- the flow -------------------------------------------------------------------------
     def analyse(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Integer images -> (latents, conditions): the latent of every level, the top one
         last (float dtype, integer values), and the kept part each factored-out latent's prior
         is conditioned on."""
         self._check_images(x)
-        h = self._pad(x.to(self.device, self.dtype)) - PIXEL_OFFSET
+        h = self.from_pixels(self._pad(x.to(self.device, self.dtype)))
         latents, conds = [], []
         for steps in self.levels:
             h = squeeze2x2(h)
@@ -256,7 +290,7 @@ class IntegerDiscreteFlow(nn.Module):
             draw(prior, h[:, :kept], h[:, kept:])
             y = self.invert_level(index, h)
             del h
-        return (y + PIXEL_OFFSET)[..., :height, :width]
+        return self.to_pixels(y)[..., :height, :width]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Training objective: bits per dimension of each image (N,), differentiable."""

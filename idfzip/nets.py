@@ -43,16 +43,25 @@ class ConvNet(nn.Module):
     """3x3 conv -> [bounded ReLU -> conv] * depth, mapping integer latents to real outputs.
 
     The last convolution starts at zero, so a coupling built on this network starts as the
-    identity and a prior starts at its bias. With ``fake_quant`` set (quantisation-aware
-    training), weights, biases and activations are rounded to the grids of the integer export
-    in the forward pass, so the float network computes what its export will. With
-    ``hidden_dtype`` set (training in bfloat16), all but the last convolution run autocast to
-    that type, faster on CPUs with bfloat16 units (AMX) and on GPUs; the last one
-    stays in float32 because its outputs (translations, prior means) live in latent units,
-    where bfloat16 would be coarser than an integer step.
+    identity and a prior starts at its bias. With ``gain`` (ReZero, Bachlechner et al. 2020, as
+    in IDF++), the output is instead ``gain * conv(h)`` with a learnt per-output-channel
+    ``gain`` that starts at zero and a randomly initialised last convolution: the network still
+    starts at zero, but the gain's gradient (the convolution's output) is not zero, whereas a
+    zero gain and a zero convolution would each block the other's gradient. The gain is a
+    factor per output channel of the last convolution's weight and bias, so fake quantisation
+    and the integer export use the folded weights (:meth:`folded_weights`) and the exported
+    network has no extra operation.
+
+    With ``fake_quant`` set (quantisation-aware training), weights, biases and activations are
+    rounded to the grids of the integer export in the forward pass, so the float network
+    computes what its export will. With ``hidden_dtype`` set (training in bfloat16), all but
+    the last convolution run autocast to that type, faster on CPUs with bfloat16 units (AMX)
+    and on GPUs; the last one stays in float32 because its outputs (translations, prior means)
+    live in latent units, where bfloat16 would be coarser than an integer step.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, hidden: int, depth: int):
+    def __init__(self, in_channels: int, out_channels: int, hidden: int, depth: int,
+                 gain: bool = False):
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(in_channels, hidden, 3, padding=1)]
         for i in range(depth - 1):
@@ -60,8 +69,10 @@ class ConvNet(nn.Module):
             layers += [BoundedReLU(), nn.Conv2d(hidden, hidden, kernel, padding=kernel // 2)]
         layers += [BoundedReLU(), nn.Conv2d(hidden, out_channels, 3, padding=1)]
         self.layers = nn.Sequential(*layers)
-        nn.init.zeros_(self.layers[-1].weight)
-        nn.init.zeros_(self.layers[-1].bias)
+        self.gain = nn.Parameter(torch.zeros(out_channels)) if gain else None
+        if not gain:
+            nn.init.zeros_(self.layers[-1].weight)
+            nn.init.zeros_(self.layers[-1].bias)
         self.fake_quant = False
         self.hidden_dtype: torch.dtype | None = None
 
@@ -70,18 +81,28 @@ class ConvNet(nn.Module):
         if self.fake_quant:  # the export's grids decide every value: no autocast
             return self._fake_quantized(h)
         if self.hidden_dtype is None:
-            return self.layers(h)
-        with torch.autocast(h.device.type, dtype=self.hidden_dtype):
-            h = self.layers[:-1](h)
-        return self.layers[-1](h.float())
+            h = self.layers(h)
+        else:
+            with torch.autocast(h.device.type, dtype=self.hidden_dtype):
+                h = self.layers[:-1](h)
+            h = self.layers[-1](h.float())
+        return h if self.gain is None else h * self.gain.view(1, -1, 1, 1)
+
+    def folded_weights(self, conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight and bias of ``conv``, one of the layers, as a single convolution computes it:
+        for the last, with the gain folded in (``w * gain``, ``b * gain`` per output channel)."""
+        if self.gain is None or conv is not self.layers[-1]:
+            return conv.weight, conv.bias
+        return conv.weight * self.gain.view(-1, 1, 1, 1), conv.bias * self.gain
 
     def _fake_quantized(self, h: torch.Tensor) -> torch.Tensor:
         bits = INPUT_BITS
         for layer in self.layers:
             if isinstance(layer, nn.Conv2d):
-                e = layer_exponent(layer.weight, layer.bias, bits)
-                h = F.conv2d(h, fake_quantize(layer.weight, e),
-                             fake_quantize(layer.bias, e + bits), padding=layer.padding)
+                weight, bias = self.folded_weights(layer)
+                e = layer_exponent(weight, bias, bits)
+                h = F.conv2d(h, fake_quantize(weight, e), fake_quantize(bias, e + bits),
+                             padding=layer.padding)
             else:
                 h = fake_quantize(layer(h), ACTIVATION_BITS)
                 bits = ACTIVATION_BITS

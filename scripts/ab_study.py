@@ -7,6 +7,14 @@ model here was trained on.
     python scripts/ab_study.py run staged --out runs/ab --steps 2000 --threads 1
     python scripts/ab_study.py report --out runs/ab --table data/benchmarks/ab_study.md
 
+Options that change the flow itself (a permutation, a gain, a colour transform) cannot start
+from the trained model; they are measured from scratch instead, against a baseline trained
+from scratch with the same recipe (:data:`SCRATCH_VARIANTS`, the ``scratch`` command), NAME
+each of scratch-baseline, scratch-reverse, scratch-rezero and scratch-ycocg in turn::
+
+    python scripts/ab_study.py scratch NAME --out runs/ab-scratch --steps 5000 --threads 1
+    python scripts/ab_study.py report --out runs/ab-scratch --table data/benchmarks/ab_scratch.md
+
 A variant is a function from the starting model (float) to a model of the variant's
 architecture that computes the same likelihood, or nearly (see :mod:`idfzip.growth`), so that
 the study measures what the option adds, not how fast a new model relearns the old one.
@@ -21,6 +29,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,6 +42,7 @@ import torch  # noqa: E402
 
 from idfzip.growth import grow_priors  # noqa: E402
 from idfzip.model import IntegerDiscreteFlow  # noqa: E402
+from idfzip.zoo import PRESETS  # noqa: E402
 from train_default import PHOTOS_MORE, debian_half  # noqa: E402
 
 START = REPO / "data" / "checkpoints" / "photo-d384f497.pt"  # photo release d384f497's training
@@ -51,6 +61,15 @@ VARIANTS = {
     # two logistics per element, and the top latent in two groups
     "mixture2-top2": lambda model: grow_priors(model, replace(model.config, prior_components=2,
                                                               top_stages=2)),
+}
+
+# name: architecture trained from scratch, the photo preset with the options of issue #13
+PHOTO = PRESETS["photo"]
+SCRATCH_VARIANTS = {
+    "scratch-baseline": PHOTO,
+    "scratch-reverse": replace(PHOTO, permutation="reverse"),
+    "scratch-rezero": replace(PHOTO, coupling_gain=True),
+    "scratch-ycocg": replace(PHOTO, colour_transform="ycocg-r"),
 }
 
 
@@ -80,44 +99,85 @@ def score(model: IntegerDiscreteFlow, images) -> float:
     return bits / dims
 
 
-def run(args: argparse.Namespace) -> None:
-    from idfzip.train import TrainConfig, train
+def _train(args: argparse.Namespace, config, model_config, init_weights=None) -> None:
+    """Train variant ``args.variant`` into ``args.out``/variant with ``config``, resumably,
+    on the data every recipe here shares."""
+    from idfzip.train import train
     if args.threads:
         torch.set_num_threads(args.threads)
+    sources = [str(p) for p in [*PHOTOS_MORE, debian_half()]]
+    out = Path(args.out) / args.variant
+    train(model_config, sources, out, config, resume=True, progress=False,
+          init_weights=init_weights, log=lambda msg: print(msg, flush=True))
+
+
+def run(args: argparse.Namespace) -> None:
+    from idfzip.train import TrainConfig
     config = TrainConfig(steps=args.steps, batch_size=16, crop=64, lr=args.lr, warmup_steps=100,
                          decay_per_1000=0.9, seed=1, holdout_fraction=0.02,
                          eval_every=args.steps, eval_crop=128, checkpoint_every=200,
                          precision="bfloat16")
     model = VARIANTS[args.variant](start_model())
-    sources = [str(p) for p in [*PHOTOS_MORE, debian_half()]]
-    out = Path(args.out) / args.variant
-    train(model.config, sources, out, config, resume=True, progress=False,
-          init_weights=model.state_dict(), log=lambda msg: print(msg, flush=True))
+    _train(args, config, model.config, model.state_dict())
 
 
-def report(args: argparse.Namespace) -> None:
-    """Score each variant's last model (and the start) on the unseen photos; a markdown table."""
+def scratch(args: argparse.Namespace) -> None:
+    """Train a :data:`SCRATCH_VARIANTS` architecture from its initialisation with the one
+    from-scratch recipe (that of the shipped models' first phase: lr 3e-3, decay 0.97)."""
+    from idfzip.train import TrainConfig
+    config = TrainConfig(steps=args.steps, batch_size=16, crop=64, lr=3e-3, warmup_steps=300,
+                         decay_per_1000=0.97, seed=0, holdout_fraction=0.02,
+                         eval_every=args.steps, eval_crop=128, checkpoint_every=200,
+                         precision="bfloat16")
+    _train(args, config, SCRATCH_VARIANTS[args.variant])
+
+
+def _scored_runs(out: Path, names, images) -> list[tuple[str, int, float | None, float]]:
+    """(name, steps, seconds per step, unseen bpd) of each of ``names`` trained into ``out``."""
     from idfzip.weights import load_model_file
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    images = unseen_photos()
-    start = score(start_model(), images)
-    rows = [f"| start (photo d384f497, float) | 0 | - | {start:.4f} | - |"]
-    for name in VARIANTS:
-        ckpt = Path(args.out) / name / "checkpoint.pt"
+    rows = []
+    for name in names:
+        ckpt = out / name / "checkpoint.pt"
         if not ckpt.exists():
             continue
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        model = load_model_file(Path(args.out) / name / "model.pt")
-        bpd = score(model, images)
+        bpd = score(load_model_file(out / name / "model.pt"), images)
         per_step = state.get("trained_seconds", 0.0) / max(1, state["step"])
-        rows.append(f"| {name} | {state['step']} | {per_step:.2f} | {bpd:.4f} | "
-                    f"{bpd - start:+.4f} |")
-    table = ("| variant | steps | s/step | unseen photos bpd | change |\n"
-             "|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
-    print(table)
+        rows.append((name, state["step"], per_step, bpd))
+    return rows
+
+
+def _table(rows, reference: float | None) -> str:
+    """Markdown table of :func:`_scored_runs` rows, each bpd's change against ``reference``."""
+    lines = ["| variant | steps | s/step | unseen photos bpd | change |", "|---|---|---|---|---|"]
+    for name, steps, per_step, bpd in rows:
+        change = "-" if reference is None or not steps else f"{bpd - reference:+.4f}"
+        seconds = "-" if per_step is None else f"{per_step:.2f}"
+        lines.append(f"| {name} | {steps} | {seconds} | {bpd:.4f} | {change} |")
+    return "\n".join(lines) + "\n"
+
+
+def report(args: argparse.Namespace) -> None:
+    """Score each variant's last model on the unseen photos; markdown tables. Fine-tuned
+    variants are compared with the start model, from-scratch ones with scratch-baseline."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    images = unseen_photos()
+    tables = []
+    finetuned = _scored_runs(out, VARIANTS, images)
+    if finetuned:
+        start = score(start_model(), images)
+        tables.append(_table([("start (photo d384f497, float)", 0, None, start), *finetuned],
+                             start))
+    from_scratch = _scored_runs(out, SCRATCH_VARIANTS, images)
+    if from_scratch:
+        baseline = {name: bpd for name, *_, bpd in from_scratch}.get("scratch-baseline")
+        tables.append(_table(from_scratch, baseline))
+    text = "\n".join(tables)
+    print(text)
     if args.table:
-        Path(args.table).write_text(table)
+        Path(args.table).write_text(text)
 
 
 def main() -> None:
@@ -129,13 +189,18 @@ def main() -> None:
     q.add_argument("--steps", type=int, default=2000)
     q.add_argument("--lr", type=float, default=5e-4)
     q.add_argument("--threads", type=int, default=None)
+    q = sub.add_parser("scratch")
+    q.add_argument("variant", choices=sorted(SCRATCH_VARIANTS))
+    q.add_argument("--out", required=True)
+    q.add_argument("--steps", type=int, default=2000)
+    q.add_argument("--threads", type=int, default=None)
     q = sub.add_parser("report")
     q.add_argument("--out", required=True)
     q.add_argument("--table", default=None)
     q.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
     started = time.time()
-    {"run": run, "report": report}[args.command](args)
+    {"run": run, "scratch": scratch, "report": report}[args.command](args)
     print(f"{args.command} took {time.time() - started:.0f} s")
 
 

@@ -1,4 +1,5 @@
-"""The prior contract (idfzip.priors), checked for every prior family and layout: exact
+"""The prior contract (idfzip.priors), checked for every prior family and layout (and the
+flow's options with them): exact
 inverse, log_prob against a brute-force pmf, exact coding at the rate log_prob promises,
 identical bytes whatever the batching and threads, save/load, sampling and growth."""
 
@@ -34,6 +35,9 @@ LAYOUTS = {
     "staged 3": {"prior_stages": 3, "top_stages": 3},
     "mixture": {"prior_components": 3},
     "staged mixture": {"prior_components": 2, "prior_stages": 2, "top_stages": 2},
+    # the flow's options (tests/test_flow_options.py) with richer priors
+    "every option": {"prior_components": 2, "top_stages": 2, "permutation": "reverse",
+                     "coupling_gain": True, "colour_transform": "ycocg-r"},
 }
 ids = list(LAYOUTS)
 
