@@ -36,13 +36,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from dataclasses import replace  # noqa: E402
-
 import torch  # noqa: E402
 
 from idfzip.growth import grow_priors  # noqa: E402
-from idfzip.model import IntegerDiscreteFlow  # noqa: E402
-from idfzip.zoo import PRESETS  # noqa: E402
+from idfzip.model import FlowConfig, IntegerDiscreteFlow  # noqa: E402
 from train_default import PHOTOS_MORE, debian_half  # noqa: E402
 
 START = REPO / "data" / "checkpoints" / "photo-d384f497.pt"  # photo release d384f497's training
@@ -63,8 +60,10 @@ VARIANTS = {
                                                               top_stages=2)),
 }
 
-# name: architecture trained from scratch, the photo preset with the options of issue #13
-PHOTO = PRESETS["photo"]
+# name: architecture trained from scratch, the layout of photo release d384f497 with the
+# options of issue #13
+PHOTO = FlowConfig(channels=3, levels=4, steps_per_level=4, hidden=64, depth=2, prior_hidden=64,
+                   prior_depth=2)
 SCRATCH_VARIANTS = {
     "scratch-baseline": PHOTO,
     "scratch-reverse": replace(PHOTO, permutation="reverse"),
@@ -158,8 +157,9 @@ def _table(rows, reference: float | None) -> str:
 
 
 def report(args: argparse.Namespace) -> None:
-    """Score each variant's last model on the unseen photos; markdown tables. Fine-tuned
-    variants are compared with the start model, from-scratch ones with scratch-baseline."""
+    """Score each variant's last model on the unseen photos; markdown tables. Each variant is
+    compared with its baseline: fine-tuned ones with ``baseline`` (the start fine-tuned alone),
+    from-scratch ones with ``scratch-baseline``."""
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -168,8 +168,9 @@ def report(args: argparse.Namespace) -> None:
     finetuned = _scored_runs(out, VARIANTS, images)
     if finetuned:
         start = score(start_model(), images)
+        baseline = {name: bpd for name, *_, bpd in finetuned}.get("baseline", start)
         tables.append(_table([("start (photo d384f497, float)", 0, None, start), *finetuned],
-                             start))
+                             baseline))
     from_scratch = _scored_runs(out, SCRATCH_VARIANTS, images)
     if from_scratch:
         baseline = {name: bpd for name, *_, bpd in from_scratch}.get("scratch-baseline")
