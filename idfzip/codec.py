@@ -84,6 +84,8 @@ class FlowCodec:
         """Streams of ``height`` x ``width`` tiles -> (B, C, height, width) uint8 tiles: the
         model's generative walk, each latent read from the streams as its turn comes."""
         coders = [constriction.stream.stack.AnsCoder(_words(s)) for s in streams]
+        config = self.model.config
+        left = [symbols_per_tile(config.channels, height, width, config.block)]
 
         def read(prior: Prior, params: tuple, out: torch.Tensor) -> None:
             flat = [_flat_batch(p) for p in params]
@@ -91,13 +93,15 @@ class FlowCodec:
             for i, coder in enumerate(coders):  # exact in float64: latents lie below 2^31
                 values = adapter.decode(coder, *(p[i] for p in flat))
                 out[i].copy_(torch.from_numpy(values).view(out.shape[1:]))
+            left[0] -= out[0].numel()
+            if not left[0] and not all(c.is_empty() for c in coders):  # before the last level
+                raise CodingError("damaged .idf payload (a tile's stream has data left over "
+                                  "after its last symbol)")
+
         def draw(prior: Prior, cond, out: torch.Tensor) -> None:
             prior.decode(read, cond, out)
         with exact_arithmetic(self.model.device):
             x = self.model.synthesize(draw, len(streams), height, width)
-        if not all(c.is_empty() for c in coders):
-            raise CodingError("damaged .idf payload (a tile's stream has data left over "
-                              "after its last symbol)")
         if x.min() < 0 or x.max() > 255:
             raise CodingError("decoded pixels out of range: damaged data or wrong model")
         return x.to(torch.uint8).cpu().numpy()
