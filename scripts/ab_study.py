@@ -55,9 +55,6 @@ VARIANTS = {
     "top2": lambda model: grow_priors(model, replace(model.config, top_stages=2)),
     # a mixture of three logistics per element of every factored-out latent
     "mixture": lambda model: grow_priors(model, replace(model.config, prior_components=3)),
-    # two logistics per element, and the top latent in two groups
-    "mixture2-top2": lambda model: grow_priors(model, replace(model.config, prior_components=2,
-                                                              top_stages=2)),
 }
 
 # name: architecture trained from scratch, the layout of photo release d384f497 with the
