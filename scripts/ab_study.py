@@ -27,6 +27,7 @@ comparable; each run's seconds per step are reported beside its bpd. The score i
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from dataclasses import replace
@@ -84,15 +85,22 @@ def unseen_photos() -> list:
     return [im for f in files for im in load_images(f)]
 
 
-def score(model: IntegerDiscreteFlow, images) -> float:
-    """-log2 p in bits per dimension: total bits / total dims."""
+def score(model: IntegerDiscreteFlow, images) -> tuple[float, dict[str, float]]:
+    """-log2 p in bits per dimension (total bits / total dims), and its parts: what the top
+    latent and each level's factored-out latent cost, in bits per image dimension."""
     model.eval()
-    bits = dims = 0.0
-    for im in images:
-        x = torch.from_numpy(im).unsqueeze(0)
-        bits += float(-model.log_prob(x).sum())
-        dims += x.numel()
-    return bits / dims
+    bits: dict[str, float] = {}
+    dims = 0
+    with torch.no_grad():
+        for im in images:
+            latents, conds = model.analyse(torch.from_numpy(im).unsqueeze(0))
+            parts = {"top": model.top_prior.log_prob(latents[-1], None)}
+            for level, (prior, z, y) in enumerate(zip(model.priors, latents, conds), 1):
+                parts[f"level {level}"] = prior.log_prob(z, y)
+            for name, log_p in parts.items():
+                bits[name] = bits.get(name, 0.0) - float(log_p.double().sum()) / math.log(2)
+            dims += im.size
+    return sum(bits.values()) / dims, {name: b / dims for name, b in bits.items()}
 
 
 def _train(args: argparse.Namespace, config, model_config, init_weights=None) -> None:
@@ -128,8 +136,9 @@ def scratch(args: argparse.Namespace) -> None:
     _train(args, config, SCRATCH_VARIANTS[args.variant])
 
 
-def _scored_runs(out: Path, names, images) -> list[tuple[str, int, float | None, float]]:
-    """(name, steps, seconds per step, unseen bpd) of each of ``names`` trained into ``out``."""
+def _scored_runs(out: Path, names, images) -> list[tuple]:
+    """(name, steps, seconds per step, unseen bpd, its parts) of each of ``names`` trained
+    into ``out``."""
     from idfzip.weights import load_model_file
     rows = []
     for name in names:
@@ -137,19 +146,22 @@ def _scored_runs(out: Path, names, images) -> list[tuple[str, int, float | None,
         if not ckpt.exists():
             continue
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        bpd = score(load_model_file(out / name / "model.pt"), images)
+        bpd, parts = score(load_model_file(out / name / "model.pt"), images)
         per_step = state.get("trained_seconds", 0.0) / max(1, state["step"])
-        rows.append((name, state["step"], per_step, bpd))
+        rows.append((name, state["step"], per_step, bpd, parts))
     return rows
 
 
 def _table(rows, reference: float | None) -> str:
     """Markdown table of :func:`_scored_runs` rows, each bpd's change against ``reference``."""
-    lines = ["| variant | steps | s/step | unseen photos bpd | change |", "|---|---|---|---|---|"]
-    for name, steps, per_step, bpd in rows:
+    levels = list(rows[0][4])
+    lines = ["| variant | steps | s/step | unseen photos bpd | change | "
+             + " | ".join(levels) + " |", "|---" * (5 + len(levels)) + "|"]
+    for name, steps, per_step, bpd, parts in rows:
         change = "-" if reference is None or not steps else f"{bpd - reference:+.4f}"
         seconds = "-" if per_step is None else f"{per_step:.2f}"
-        lines.append(f"| {name} | {steps} | {seconds} | {bpd:.4f} | {change} |")
+        lines.append(f"| {name} | {steps} | {seconds} | {bpd:.4f} | {change} | "
+                     + " | ".join(f"{parts[level]:.4f}" for level in levels) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -164,13 +176,12 @@ def report(args: argparse.Namespace) -> None:
     tables = []
     finetuned = _scored_runs(out, VARIANTS, images)
     if finetuned:
-        start = score(start_model(), images)
-        baseline = {name: bpd for name, *_, bpd in finetuned}.get("baseline", start)
-        tables.append(_table([("start (photo d384f497, float)", 0, None, start), *finetuned],
-                             baseline))
+        start = ("start (photo d384f497, float)", 0, None, *score(start_model(), images))
+        baseline = {row[0]: row[3] for row in finetuned}.get("baseline", start[3])
+        tables.append(_table([start, *finetuned], baseline))
     from_scratch = _scored_runs(out, SCRATCH_VARIANTS, images)
     if from_scratch:
-        baseline = {name: bpd for name, *_, bpd in from_scratch}.get("scratch-baseline")
+        baseline = {row[0]: row[3] for row in from_scratch}.get("scratch-baseline")
         tables.append(_table(from_scratch, baseline))
     text = "\n".join(tables)
     print(text)
