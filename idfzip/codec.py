@@ -85,16 +85,17 @@ class FlowCodec:
         model's generative walk, each latent read from the streams as its turn comes."""
         coders = [constriction.stream.stack.AnsCoder(_words(s)) for s in streams]
         config = self.model.config
-        left = [symbols_per_tile(config.channels, height, width, config.block)]
+        left = symbols_per_tile(config.channels, height, width, config.block)
 
         def read(prior: Prior, params: tuple, out: torch.Tensor) -> None:
+            nonlocal left
             flat = [_flat_batch(p) for p in params]
             adapter = self.adapter(prior)
             for i, coder in enumerate(coders):  # exact in float64: latents lie below 2^31
                 values = adapter.decode(coder, *(p[i] for p in flat))
                 out[i].copy_(torch.from_numpy(values).view(out.shape[1:]))
-            left[0] -= out[0].numel()
-            if not left[0] and not all(c.is_empty() for c in coders):  # before the last level
+            left -= out[0].numel()
+            if not left and not all(c.is_empty() for c in coders):  # before the last level
                 raise CodingError("damaged .idf payload (a tile's stream has data left over "
                                   "after its last symbol)")
 
