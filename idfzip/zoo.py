@@ -21,17 +21,21 @@ from .model import FlowConfig, IntegerDiscreteFlow
 from .weights import ModelError, load_model_file, weights_sha256
 
 PRESETS: dict[str, FlowConfig] = {
-    # Photos of any size: four levels so the unconditioned top latent is 1/32 of the dims.
+    # Photos of any size: four levels, so the top latent is 1/16 of the dims; it is coded in
+    # two channel groups, the second conditioned on the first (see scripts/ab_study.py).
     "photo": FlowConfig(channels=3, levels=4, steps_per_level=4, hidden=64, depth=2,
-                        prior_hidden=64, prior_depth=2),
-    # The photo architecture with twice the flow steps, grown from a trained `photo`.
+                        prior_hidden=64, prior_depth=2, top_stages=2),
+    # photo's layout up to release d384f497: the top latent in one group, unconditioned.
+    "photo-r1": FlowConfig(channels=3, levels=4, steps_per_level=4, hidden=64, depth=2,
+                           prior_hidden=64, prior_depth=2),
+    # photo-r1 with twice the flow steps, grown from photo's release 787b2fa4.
     "photo-deep": FlowConfig(channels=3, levels=4, steps_per_level=8, hidden=64, depth=2,
                              prior_hidden=64, prior_depth=2),
-    # Four times photo's width (256-wide networks, 3.6M parameters): the scaling study's
+    # Four times photo-r1's width (256-wide networks, 3.6M parameters): the scaling study's
     # widest; not shipped (no smaller than photo on unseen photos, at 1/4 of its speed).
     "photo-v2": FlowConfig(channels=3, levels=4, steps_per_level=4, hidden=256, depth=2,
                            prior_hidden=256, prior_depth=2),
-    # Grey photos (mode L): the photo architecture on one channel.
+    # Grey photos (mode L): photo-r1's architecture on one channel.
     "photo-grey": FlowConfig(channels=1, levels=4, steps_per_level=4, hidden=64, depth=2,
                              prior_hidden=64, prior_depth=2),
     # The literature's CIFAR-10 benchmark (32x32 images).
@@ -57,7 +61,7 @@ SHIPPED: dict[str, ShippedModel] = {
         "photo-deep", "photo-deep.pt",
         "d1f858ff262c79d8621b3c5be76cf2f511944a84474c1f766875a84aa8fe57e1"),
     "photo": ShippedModel(
-        "photo", "photo.pt", "d384f497df78e09a0039f3211b3a75fb076a3085502fd7e15d79037084c59e03"),
+        "photo", "photo.pt", "24dff000f44c4f73d63492b5c6d6bfc9d48b8d3460cd62f6e78d0cd0c76bd6c8"),
     "photo-grey": ShippedModel(
         "photo-grey", "photo-grey.pt",
         "ce3cf21de37d2a009c287a84752036a5c483627fc47bd2764ca3ee5dc6d995f8"),
@@ -68,9 +72,11 @@ SHIPPED: dict[str, ShippedModel] = {
 
 # Weights that ``SHIPPED`` had in earlier releases; decoding picks them by the id in a file.
 EARLIER: dict[str, tuple[ShippedModel, ...]] = {
-    "photo": (ShippedModel("photo", "photo-787b2fa4.pt",
+    "photo": (ShippedModel("photo-r1", "photo-d384f497.pt",
+                           "d384f497df78e09a0039f3211b3a75fb076a3085502fd7e15d79037084c59e03"),
+              ShippedModel("photo-r1", "photo-787b2fa4.pt",
                            "787b2fa4ee1c7de5c15287901fcbfb0a97ba0a7a7fe12e523927401d694d5c11"),
-              ShippedModel("photo", "photo-cb8726df.pt",
+              ShippedModel("photo-r1", "photo-cb8726df.pt",
                            "cb8726df11a26a072102bf56d7373e408bed5824ef02209672baec41003fafbb"),),
     "photo-grey": (ShippedModel(
         "photo-grey", "photo-grey-162fe29a.pt",

@@ -77,7 +77,7 @@ def test_train_from_the_command_line(tmp_path, photo):
 def test_train_grows_a_smaller_model_given_with_init(tmp_path):
     photo = tmp_path / "big.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32, 3), np.uint8)).save(photo)
-    small = randomize(IntegerDiscreteFlow(PRESETS["photo"]), std=0.02)
+    small = randomize(IntegerDiscreteFlow(PRESETS["photo-r1"]), std=0.02)  # photo-deep's base
     save_model(to_integer(small), tmp_path / "small.pt")  # an export, as shipped models are
     small = to_float(load_model_file(tmp_path / "small.pt"))
     out = tmp_path / "run"
