@@ -35,6 +35,12 @@ PRESETS: dict[str, FlowConfig] = {
     # widest; not shipped (no smaller than photo on unseen photos, at 1/4 of its speed).
     "photo-v2": FlowConfig(channels=3, levels=4, steps_per_level=4, hidden=256, depth=2,
                            prior_hidden=256, prior_depth=2),
+    # photo's layout behind a YCoCg-R colour transform (the from-scratch A/B's clear winner,
+    # scripts/ab_study.py); it cannot be grown from a trained photo, so it trains from scratch.
+    # In training; not shipped.
+    "photo-ycocg": FlowConfig(channels=3, levels=4, steps_per_level=4, hidden=64, depth=2,
+                              prior_hidden=64, prior_depth=2, top_stages=2,
+                              colour_transform="ycocg-r"),
     # Grey photos (mode L): photo-r1's architecture on one channel.
     "photo-grey": FlowConfig(channels=1, levels=4, steps_per_level=4, hidden=64, depth=2,
                              prior_hidden=64, prior_depth=2),

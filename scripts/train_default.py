@@ -87,6 +87,9 @@ RECIPES = {
     # One H100 for 18 min, shared with the 4 other runs of scripts/scaling_study.py (~10 steps/s)
     "photo-v2": recipe("photo-v2", PHOTOS_MORE, 128, 64, 500, 10000, 0.85, 11000, lr=1.5e-3,
                        holdout=0.05),
+    # from scratch, the first phase of photo-r1's recipe on all the photographs; in training
+    "photo-ycocg": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 2000, None, 0.85,
+                          100000),
     # release d384f497 (see the README) with its top latent in two groups, fine-tuned further;
     # its first 6,000 steps are scripts/ab_study.py's variant top2
     "photo": recipe("photo", [*PHOTOS_MORE, debian_half], 16, 64, 2000, None, 0.85, PHOTO_STEPS,
