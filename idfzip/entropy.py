@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import constriction
 import numpy as np
@@ -283,6 +283,20 @@ _MIXTURE_FAMILY = _model.Categorical(perfect=False)  # probabilities given per s
 _ROW_BUDGET = 1 << 21  # probabilities built at once (16 MB), whatever the element count
 
 
+class _MixtureRows(NamedTuple):
+    """Per element (one row of :class:`MixtureCoder`): where its row starts and how wide it
+    is, and per component its quantised centre, table key, window reach and weight; ``order``
+    puts elements of one width together."""
+
+    order: np.ndarray
+    lo: np.ndarray
+    width: np.ndarray
+    centre: np.ndarray
+    keys: np.ndarray
+    reach: np.ndarray
+    weights: np.ndarray
+
+
 class MixtureCoder:
     """Adapter of a mixture of ``K`` discretized logistics per element; parameters
     ``(logits, means, log_scales)``, ``K`` consecutive values per element.
@@ -298,9 +312,8 @@ class MixtureCoder:
     def __init__(self, components: int):
         self.components = components
 
-    def _rows(self, logits, means, log_scales):
-        """Per element: lowest value of its row, row width, and the parameters that make the
-        row; elements in a canonical order grouped by width."""
+    def _rows(self, logits, means, log_scales) -> _MixtureRows:
+        """Each element's row (see :class:`_MixtureRows`)."""
         k = self.components
         centre, keys = quantize_logistic(np.reshape(means, (-1, k)),
                                          np.reshape(log_scales, (-1, k)))
@@ -320,7 +333,7 @@ class MixtureCoder:
             total += exps[:, j]
         weights = exps / total[:, None]
         order = np.argsort(width, kind="stable")
-        return order, lo, width, centre, keys, reach, weights
+        return _MixtureRows(order, lo, width, centre, keys, reach, weights)
 
     def _chunks(self, order, width):
         """(positions, width) of each group of rows coded by one call, in coding order."""
@@ -333,11 +346,12 @@ class MixtureCoder:
             for first in range(start, end, step):
                 yield order[first: min(end, first + step)], w
 
-    def _probabilities(self, rows, positions, w):
+    def _probabilities(self, rows: _MixtureRows, positions, w):
         """The rows of ``positions``: (n, w + 1) probabilities, the escape last. Each
         component adds its table row into its window's columns, windows of one length at a
         time; the escape takes what the windows leave out."""
-        _, lo, _, centre, keys, reach, weights = rows
+        lo, centre, keys, reach, weights = (rows.lo, rows.centre, rows.keys, rows.reach,
+                                            rows.weights)
         bank, starts = _pmf_bank()
         pmf = np.zeros((positions.size, w + 1))
         flat = pmf.reshape(-1)
@@ -356,9 +370,9 @@ class MixtureCoder:
         pmf[:, w] = np.maximum(1.0 - mass, 2.0**-20)
         return pmf
 
-    def _mass_at(self, rows, z) -> np.ndarray:
+    def _mass_at(self, rows: _MixtureRows, z) -> np.ndarray:
         """Each element's pmf at its own value ``z`` (0 where no component's window reaches)."""
-        _, _, _, centre, keys, reach, weights = rows
+        centre, keys, reach, weights = rows.centre, rows.keys, rows.reach, rows.weights
         bank, starts = _pmf_bank()
         mass = np.zeros(z.size)
         for j in range(self.components):
@@ -370,23 +384,21 @@ class MixtureCoder:
 
     def encode(self, coder, z, logits, means, log_scales) -> None:
         rows = self._rows(logits, means, log_scales)
-        order, lo, width = rows[:3]
-        d = z - lo
-        escaped = (d < 0) | (d >= width) | (self._mass_at(rows, z) <= 0)
+        d = z - rows.lo
+        escaped = (d < 0) | (d >= rows.width) | (self._mass_at(rows, z) <= 0)
         _encode_raw(coder, z[escaped])
-        symbols = np.where(escaped, width, d)
-        for positions, w in self._chunks(order, width):  # one chunk's rows in memory at a time
+        symbols = np.where(escaped, rows.width, d)
+        for positions, w in self._chunks(rows.order, rows.width):  # one chunk's rows in memory at a time
             coder.encode_reverse(symbols[positions].astype(np.int32), _MIXTURE_FAMILY,
                                  self._probabilities(rows, positions, w))
 
     def decode(self, coder, logits, means, log_scales) -> np.ndarray:
         rows = self._rows(logits, means, log_scales)
-        order, lo, width = rows[:3]
-        z = np.empty(order.size, np.int64)
-        escaped = np.zeros(order.size, bool)
-        for positions, w in reversed(list(self._chunks(order, width))):
+        z = np.empty(rows.order.size, np.int64)
+        escaped = np.zeros(rows.order.size, bool)
+        for positions, w in reversed(list(self._chunks(rows.order, rows.width))):
             symbol = coder.decode(_MIXTURE_FAMILY, self._probabilities(rows, positions, w))
-            z[positions] = lo[positions] + symbol
+            z[positions] = rows.lo[positions] + symbol
             escaped[positions] = symbol == w
         z[escaped] = _decode_raw(coder, int(escaped.sum()))
         return z

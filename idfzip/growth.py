@@ -78,11 +78,10 @@ def grow_priors(model: IntegerDiscreteFlow, config: FlowConfig) -> IntegerDiscre
     channel with the old mixture's mean and variance (the top latent is a sixteenth of the
     dims, so the small initial loss is soon made up)."""
     old = model.config
-    grown = PRIOR_OPTIONS
-    if replace(config, **{k: getattr(old, k) for k in grown}) != old:
+    if replace(config, **{k: getattr(old, k) for k in PRIOR_OPTIONS}) != old:
         raise ModelError("grow_priors changes only prior_stages, top_stages and "
                          "prior_components")
-    if any(getattr(old, k) != 1 for k in grown) or model.is_integer:
+    if any(getattr(old, k) != 1 for k in PRIOR_OPTIONS) or model.is_integer:
         raise ModelError("grow_priors starts from a float model with single-logistic priors")
     new = IntegerDiscreteFlow(config)
     with torch.no_grad():
@@ -108,7 +107,8 @@ def _restrict(old, stage, offset: int) -> None:
     new_first.bias.copy_(first.bias)
     last, new_last = old_convs[-1], new_convs[-1]
     c, size = old.channels, stage.channels
-    means, log_scales = list(range(offset, offset + size)), list(range(c + offset, c + offset + size))
+    means = list(range(offset, offset + size))
+    log_scales = [c + row for row in means]
     k = getattr(stage, "components", 1)
     if k == 1:
         new_last.weight.copy_(last.weight[means + log_scales])
@@ -132,8 +132,8 @@ def _stage_top(old, new) -> None:
     first = stages[0]
     for name in ("logits", "means", "log_scales"):
         getattr(first, name).copy_(getattr(old, name)[: first.channels])
-    weights = torch.softmax(old.logits, -1)
     logits, means, log_scales = old.params()
+    weights = torch.softmax(logits, -1)
     mean = (weights * means).sum(-1)
     variance = (weights * (torch.exp(2 * log_scales) * math.pi**2 / 3 + means**2)).sum(-1)
     scale = (variance - mean**2).clamp_min(1e-6).sqrt() * math.sqrt(3) / math.pi

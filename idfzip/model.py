@@ -245,20 +245,12 @@ class IntegerDiscreteFlow(nn.Module):
             log_p = log_p + prior.log_prob(z, y).double().sum(dim=(1, 2, 3))
         return latents, log_p
 
-    def inverse_level(self, index: int, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Undo level ``index`` given its kept part ``y`` and factored-out part ``z``."""
-        h = torch.cat([y, z], dim=1)
-        if not torch.is_grad_enabled():
-            return self.invert_level(index, h)
-        for step in reversed(self.levels[index]):
-            h = step.inverse(h)
-        return unsqueeze2x2(h)
-
     @torch.no_grad()
     def invert_level(self, index: int, h: torch.Tensor) -> torch.Tensor:
-        """:meth:`inverse_level` of ``h``, the kept and factored-out parts side by side, which
-        it overwrites: the same values (the same float64 subtractions) with one copy of the
-        level's latents fewer, for decoding large tiles."""
+        """Undo level ``index`` given ``h``, its kept and factored-out parts side by side, which
+        it overwrites: each step's inverse (the same float64 subtractions as
+        ``FlowStep.inverse``) with one copy of the level's latents fewer, for decoding large
+        tiles."""
         for step in reversed(self.levels[index]):
             coupling = step.coupling
             h[:, coupling.split:] -= coupling.translation(h[:, : coupling.split])

@@ -13,6 +13,7 @@ from idfzip.api import CodingModel, compress, decompress, describe
 from idfzip.codec import decode_image, encode_image, tile_grid
 from idfzip.container import MODES
 from idfzip.entropy import CodingError
+from idfzip.layers import unsqueeze2x2
 from idfzip.weights import ModelError
 
 from .conftest import mid_grey, sharp_model, tiny_model
@@ -144,10 +145,12 @@ def test_inverting_a_level_in_place_gives_the_same_values():
     latents, _ = model.analyse(torch.from_numpy(chw(smooth(rng, 16, 24)))[None])
     for index in reversed(range(len(model.levels))):  # the decoder's order
         y, z = latents[index + 1], latents[index]
-        with torch.no_grad():
-            in_place = model.inverse_level(index, y, z)
-        with torch.enable_grad():  # the step-by-step path (autograd-safe)
-            step_by_step = model.inverse_level(index, y, z)
+        in_place = model.invert_level(index, torch.cat([y, z], dim=1))
+        h = torch.cat([y, z], dim=1)
+        with torch.no_grad():  # the step-by-step path: each FlowStep's own inverse
+            for step in reversed(model.levels[index]):
+                h = step.inverse(h)
+        step_by_step = unsqueeze2x2(h)
         assert torch.equal(in_place, step_by_step)
         latents[index] = in_place
 

@@ -79,7 +79,7 @@ def test_log_prob_equals_brute_force_sum_over_the_pmf():
     # factored-out levels: recompute the kept part y of each level from the deeper latents
     ys = [lat.levels[-1]]
     for index in reversed(range(len(model.levels) - 1)):
-        y = model.inverse_level(index + 1, ys[0].float(), lat.levels[index + 1].float())
+        y = model.invert_level(index + 1, torch.cat([ys[0], lat.levels[index + 1]], 1).float())
         ys.insert(0, y)
     with torch.no_grad():
         for prior, y, z in zip(model.priors, ys, lat.levels[:-1]):
