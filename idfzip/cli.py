@@ -497,13 +497,17 @@ def info(inputs):
 @click.argument("model_path")
 @click.option("-o", "--output", required=True, help="Where to write the integer model.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
+@click.option("--arithmetic", type=click.Choice(["limb", "int8"]), default="limb",
+              show_default=True,
+              help="int8: 8-bit weights and activations, fast on integer units (train with "
+                   "--fake-quant int8 first); limb: 7-bit limbs in float32, finer grids.")
 @friendly_errors
-def export(model_path, output, force):
+def export(model_path, output, force, arithmetic):
     """Export a trained float model to the integer form used for coding; prints its sha256."""
     from .intnet import to_integer
     from .weights import save_model
     from .zoo import load_model
     model = load_model(model_path)
     refuse_to_clobber(model_path, output, force)
-    digest = save_model(model if model.is_integer else to_integer(model), output)
+    digest = save_model(model if model.is_integer else to_integer(model, arithmetic), output)
     click.echo(f"{output}: integer model, sha256 {digest}")

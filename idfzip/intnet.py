@@ -110,20 +110,21 @@ def _input_bits(convs: list) -> list[int]:
     return [INPUT_BITS] + [ACTIVATION_BITS] * (len(convs) - 1)
 
 
-class IntegerConvNet(nn.Module):
-    """Drop-in replacement for :class:`ConvNet` computing in exact integer arithmetic.
+class ExactNet(nn.Module):
+    """What the exported networks share: a chain of integer layers ``convs`` that replaces a
+    :class:`ConvNet`, run in strips of rows where the input is large. Subclasses define the
+    arithmetic (``arithmetic``, the name a model file records) in ``_forward``.
 
     A ReZero gain is folded into the last convolution before quantisation
     (:meth:`ConvNet.folded_weights`), so it costs nothing here; ``folded_gain`` (not part of
     the state) remembers that there was one, for :func:`to_float`."""
 
-    def __init__(self, net: ConvNet):
-        super().__init__()
-        convs = [m for m in net.layers if isinstance(m, nn.Conv2d)]
-        self.convs = nn.ModuleList(IntegerConv(*net.folded_weights(c), c.padding, b)
-                                   for c, b in zip(convs, _input_bits(convs)))
-        self.folded_gain = net.gain is not None
+    arithmetic = ""
 
+    def __init__(self, convs: list[nn.Module], folded_gain: bool):
+        super().__init__()
+        self.convs = nn.ModuleList(convs)
+        self.folded_gain = folded_gain
         # rows of input each output row depends on, above and below (the kernels' reach)
         self.reach = sum(conv.padding[0] for conv in self.convs)
         self.widest = max(conv.weight.shape[0] for conv in self.convs)
@@ -150,36 +151,84 @@ class IntegerConvNet(nn.Module):
         return out
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def float_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer, the real weight and bias the export computes with (for training on)."""
+        raise NotImplementedError
+
+
+class IntegerConvNet(ExactNet):
+    """Drop-in replacement for :class:`ConvNet` computing in the exact limb arithmetic above."""
+
+    arithmetic = "limb"
+
+    def __init__(self, net: ConvNet):
+        convs = [m for m in net.layers if isinstance(m, nn.Conv2d)]
+        super().__init__([IntegerConv(*net.folded_weights(c), c.padding, b)
+                          for c, b in zip(convs, _input_bits(convs))], net.gain is not None)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.clamp(-INPUT_LIMIT, INPUT_LIMIT)
         for conv in self.convs[:-1]:
             h = conv.activation(h)
         return self.convs[-1].value(h)
 
+    def float_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        out = []
+        for exported, b in zip(self.convs, _input_bits(self.convs)):
+            exponent = int(exported.exponent)
+            out.append((exported.weight * 2.0 ** (b - exponent), exported.bias * 2.0**-exponent))
+        return out
 
-def to_integer(model: nn.Module) -> nn.Module:
-    """Replace every ConvNet inside ``model`` (in place) by its integer export; the model's
-    remaining parameters move to float64 so that exact values are never rounded to float32."""
+
+ARITHMETICS = ("limb", "int8")
+
+
+def exported_net(net: ConvNet, arithmetic: str) -> ExactNet:
+    """The export of one network in ``arithmetic`` (``limb``: this module; ``int8``:
+    :mod:`idfzip.int8net`)."""
+    if arithmetic == "limb":
+        return IntegerConvNet(net)
+    if arithmetic == "int8":
+        from .int8net import Int8ConvNet
+        return Int8ConvNet(net)
+    raise ValueError(f"unknown arithmetic {arithmetic!r}; one of {', '.join(ARITHMETICS)}")
+
+
+def arithmetic_of(model: nn.Module) -> str | None:
+    """The arithmetic of ``model``'s exported networks, None for a float model."""
+    kinds = {m.arithmetic for m in model.modules() if isinstance(m, ExactNet)}
+    if len(kinds) > 1:
+        raise ValueError("a model mixes arithmetics")
+    return kinds.pop() if kinds else None
+
+
+def to_integer(model: nn.Module, arithmetic: str = "limb") -> nn.Module:
+    """Replace every ConvNet inside ``model`` (in place) by its integer export in
+    ``arithmetic``; the model's remaining parameters move to float64 so that exact values are
+    never rounded to float32."""
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, ConvNet):
-                setattr(module, name, IntegerConvNet(child))
+                setattr(module, name, exported_net(child, arithmetic))
     return model.double()
 
 
 def to_float(model: nn.Module) -> nn.Module:
     """Inverse of :func:`to_integer` (in place), for training on from exported weights: each
-    IntegerConvNet becomes a float32 :class:`ConvNet` with weights ``W 2^-e`` and biases
-    ``B 2^-(e + input bits)``, the values its export computes with, up to the activations'
-    rounding; exporting it again gives the same integers. A network exported with a ReZero
-    gain gets its gain back at 1, its last layer holding the folded weights."""
+    exported network becomes a float32 :class:`ConvNet` with the weights and biases its export
+    computes with (:meth:`ExactNet.float_weights`), up to the activations' rounding; exporting
+    a limb network again gives the same integers. A network exported with a ReZero gain gets
+    its gain back at 1, its last layer holding the folded weights."""
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
-            if isinstance(child, IntegerConvNet):
+            if isinstance(child, ExactNet):
                 setattr(module, name, _float_net(child))
     return model.float()
 
 
-def _float_net(net: IntegerConvNet) -> ConvNet:
+def _float_net(net: ExactNet) -> ConvNet:
     first, last = net.convs[0].weight, net.convs[-1].weight
     out = ConvNet(first.shape[1], last.shape[0], first.shape[0], len(net.convs) - 1,
                   gain=net.folded_gain)
@@ -187,10 +236,9 @@ def _float_net(net: IntegerConvNet) -> ConvNet:
     with torch.no_grad():
         if out.gain is not None:
             out.gain.fill_(1.0)
-        for conv, exported, b in zip(floats, net.convs, _input_bits(floats)):
-            exponent = int(exported.exponent)
-            conv.weight.copy_(exported.weight * 2.0 ** (b - exponent))
-            conv.bias.copy_(exported.bias * 2.0**-exponent)
+        for conv, (weight, bias) in zip(floats, net.float_weights()):
+            conv.weight.copy_(weight)
+            conv.bias.copy_(bias)
     return out
 
 

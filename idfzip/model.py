@@ -192,8 +192,8 @@ class IntegerDiscreteFlow(nn.Module):
 
     @property
     def is_integer(self) -> bool:
-        from .intnet import IntegerConvNet
-        return any(isinstance(m, IntegerConvNet) for m in self.modules())
+        from .intnet import ExactNet
+        return any(isinstance(m, ExactNet) for m in self.modules())
 
     # -- pixels <-> the flow's input --------------------------------------------------------
     def from_pixels(self, x: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .intnet import to_integer
+from .intnet import arithmetic_of, to_integer
 from .model import FlowConfig, IntegerDiscreteFlow
 
 MODEL_FORMAT = "idfzip-model/2"
@@ -53,7 +53,8 @@ def save_model(model: IntegerDiscreteFlow, path: str | Path) -> str:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     digest = weights_sha256(state)
     atomic_save({"format": MODEL_FORMAT, "config": model.config.to_dict(),
-                 "integer": model.is_integer, "state_dict": pack_integers(state),
+                 "integer": model.is_integer, "arithmetic": arithmetic_of(model),
+                 "state_dict": pack_integers(state),
                  "sha256": digest}, path)
     return digest
 
@@ -98,8 +99,8 @@ def load_model_file(path: str | Path, expected_sha256: str | None = None) -> Int
         raise ModelError(f"{path}: weights do not match their sha256 (damaged file?)")
     try:
         model = IntegerDiscreteFlow(FlowConfig(**blob["config"]))
-        if blob.get("integer"):
-            model = to_integer(model)
+        if blob.get("integer"):  # files from before the 8-bit arithmetic name none: limbs
+            model = to_integer(model, blob.get("arithmetic") or "limb")
         model.load_state_dict(blob["state_dict"])
     except (TypeError, ValueError, RuntimeError) as err:
         raise ModelError(f"{path}: model configuration does not fit its weights ({err})") from None

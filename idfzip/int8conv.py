@@ -1,0 +1,132 @@
+"""Backends of the 8-bit arithmetic's convolution (:mod:`idfzip.int8net`): each returns the
+same exact integers, so a file coded with one decodes with any other.
+
+* ``reference``: int64 convolution; slow, CPU only; what the tests hold the others to.
+* ``onednn``: oneDNN's int8 convolution (``torch.ops.onednn.qconv2d_pointwise``, unit scales,
+  float32 output, which is the int32 accumulator exactly below 2^24); the fast CPU path, on
+  AVX2 as well as on VNNI / AMX (the 7-bit inputs keep AVX2's 16-bit pair sums from
+  saturating). It is an internal PyTorch operator: :func:`onednn_exact` checks it once per
+  process against the reference on the bound's worst cases before it is used.
+* ``float32``: float32 convolutions, group by group; the GPU path and the fallback of CPUs
+  whose PyTorch lacks oneDNN. Exact under :func:`idfzip.intnet.exact_arithmetic` (IEEE
+  float32 everywhere, no cuDNN on GPUs), which the codec sets.
+
+Each backend convolves the input channel groups of the layer's bound one at a time and adds
+the group sums in float64 (every partial sum is an integer of at most 2^24, every total below
+2^53: exact in any order).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import torch
+import torch.nn.functional as F
+
+BACKENDS = ("reference", "onednn", "float32")
+_chosen: str | None = None
+
+
+@contextlib.contextmanager
+def use_backend(name: str | None):
+    """Run every 8-bit convolution with backend ``name`` (None: the default for the device)."""
+    global _chosen
+    if name is not None and name not in BACKENDS:
+        raise ValueError(f"unknown 8-bit backend {name!r}; one of {', '.join(BACKENDS)}")
+    saved, _chosen = _chosen, name
+    try:
+        yield
+    finally:
+        _chosen = saved
+
+
+def backend_for(device: torch.device) -> str:
+    """The backend in use on ``device``: the chosen one, else oneDNN on CPUs where it is exact,
+    float32 elsewhere."""
+    if _chosen is not None:
+        return _chosen
+    return "onednn" if device.type == "cpu" and onednn_exact() else "float32"
+
+
+def conv_sum(values: torch.Tensor, zero: int, conv) -> torch.Tensor:
+    """``conv(values - zero, W)`` without bias as exact float64; ``values`` uint8 (N, C, H, W),
+    ``conv`` an :class:`idfzip.int8net.Int8Conv`."""
+    backend = _BACKENDS[backend_for(values.device)]
+    out = None
+    for start, stop in _group_ranges(values.shape[1], int(conv.groups)):
+        part = backend(values, zero, conv, start, stop)
+        out = part if out is None else out.add_(part)
+    return out
+
+
+def _group_ranges(channels: int, groups: int) -> list[tuple[int, int]]:
+    sizes = [len(t) for t in torch.tensor_split(torch.arange(channels), groups)]
+    starts = [sum(sizes[:k]) for k in range(groups)]
+    return [(s, s + n) for s, n in zip(starts, sizes)]
+
+
+def _reference(values, zero, conv, start, stop) -> torch.Tensor:
+    x = values[:, start:stop].long().contiguous() - zero
+    w = conv.weight[:, start:stop].long()
+    return F.conv2d(x, w, padding=conv.padding).double()
+
+
+def _float32(values, zero, conv, start, stop) -> torch.Tensor:
+    x = values[:, start:stop].float() - zero
+    w = conv.weight[:, start:stop].float()
+    return F.conv2d(x, w, padding=conv.padding).double()
+
+
+def _onednn(values, zero, conv, start, stop) -> torch.Tensor:
+    x = values[:, start:stop].contiguous(memory_format=torch.channels_last)
+    weight = conv.weight
+    key = (zero, start, stop, weight.data_ptr(), weight._version)
+    packed = conv._packed.get(key)
+    if packed is None:
+        packed = torch.ops.onednn.qconv_prepack(
+            weight[:, start:stop].contiguous(), _unit_scales(weight.shape[0]), 1.0, zero,
+            [1, 1], list(conv.padding), [1, 1], 1, None)
+        conv._packed = {k: v for k, v in conv._packed.items() if k[3:] == key[3:]}
+        conv._packed[key] = packed
+    y = torch.ops.onednn.qconv2d_pointwise(
+        x, 1.0, zero, packed, _unit_scales(weight.shape[0]),
+        torch.zeros(weight.shape[0], dtype=torch.int64), None, [1, 1], list(conv.padding),
+        [1, 1], 1, 1.0, 0, torch.float32, "none", [], "")
+    return y.double()
+
+
+def _unit_scales(n: int) -> torch.Tensor:
+    return torch.ones(n, dtype=torch.float64)
+
+
+_BACKENDS = {"reference": _reference, "onednn": _onednn, "float32": _float32}
+
+
+@functools.cache
+def onednn_exact() -> bool:
+    """Whether oneDNN's int8 convolution is present and equals the reference on this CPU, on
+    the inputs that reach the bound: every input and weight at its extreme, of both signs
+    (the largest partial sums), and random ones, in both zero points the first layer uses."""
+    from .int8net import Int8Conv  # the layer type the backends serve
+    if not torch.backends.mkldnn.is_available():
+        return False
+    generator = torch.Generator().manual_seed(0)
+    w = torch.randint(-127, 128, (32, 64, 3, 3), generator=generator).double()
+    w[0] = 127.0
+    w[1] = -127.0
+    w[2, ::2] = -127.0
+    w[2, 1::2] = 127.0
+    conv = Int8Conv(w / 127.0, torch.zeros(32), (1, 1), 1.0, last=True)
+    x = torch.randint(0, 128, (2, 64, 7, 9), generator=generator, dtype=torch.uint8)
+    x[0] = 127
+    x[1, ::2] = 0
+    try:
+        for zero in (0, 64):
+            for start, stop in ((0, 64), (3, 40)):
+                got = _onednn(x, zero, conv, start, stop)
+                if not torch.equal(got, _reference(x, zero, conv, start, stop)):
+                    return False
+    except (RuntimeError, AttributeError, NotImplementedError):  # absent from this build
+        return False
+    return True
