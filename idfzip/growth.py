@@ -1,5 +1,6 @@
 """Growing a trained flow without changing what it computes: deeper (:func:`deepen`), or
-with richer priors (:func:`grow_priors`).
+with richer priors (:func:`grow_priors`); or moved to another colour transform
+(:func:`recolour`), which does change it but keeps what the networks have learnt.
 
 Training a bigger model from scratch throws away what a smaller one has learnt; on a small
 compute budget it is cheaper to grow the trained model and train on. :func:`deepen` gives a
@@ -55,12 +56,30 @@ def deepen(model: IntegerDiscreteFlow, config: FlowConfig) -> IntegerDiscreteFlo
     return big
 
 
+def recolour(model: IntegerDiscreteFlow, colour_transform: str) -> IntegerDiscreteFlow:
+    """A float model with every weight of ``model`` that reads its pixels through
+    ``colour_transform`` instead (the transform has no parameters, so the state carries over
+    whole). Unlike the growths below this changes the likelihood: the networks were trained
+    on the other channels. But they keep their spatial filters and the priors their scales,
+    so training on from here is far cheaper than from scratch (a colour transform from
+    scratch measured 0.3 bpd better than RGB after 5,000 steps, see data/benchmarks)."""
+    if model.is_integer:
+        raise ModelError("recolour a float model (idfzip.intnet.to_float turns an integer "
+                         "export back into one)")
+    new = IntegerDiscreteFlow(replace(model.config, colour_transform=colour_transform))
+    new.load_state_dict(model.state_dict())
+    return new
+
+
 PRIOR_OPTIONS = ("prior_stages", "top_stages", "prior_components")
 
 
 def grow(model: IntegerDiscreteFlow, config: FlowConfig) -> IntegerDiscreteFlow:
-    """``model`` (float) grown to ``config``: deeper (:func:`deepen`) and/or with richer
-    priors (:func:`grow_priors`), whichever the difference needs."""
+    """``model`` (float) grown to ``config``: in another colour transform (:func:`recolour`),
+    deeper (:func:`deepen`) and/or with richer priors (:func:`grow_priors`), whichever the
+    difference needs."""
+    if model.config.colour_transform != config.colour_transform:
+        model = recolour(model, config.colour_transform)
     if model.config.steps_per_level != config.steps_per_level:
         keep = {k: getattr(model.config, k) for k in PRIOR_OPTIONS}
         model = deepen(model, replace(config, **keep))

@@ -22,6 +22,7 @@ import argparse
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,17 +34,23 @@ PHOTOS_MORE = [*PHOTOS, SHARED / "photos_train" / "urban100_half",
 EARLIER_PHOTO = REPO / "idfzip" / "weights" / "photo-787b2fa4.pt"  # photo after 50,000 steps
 
 
-def photo_d384f497() -> Path:
-    """The float weights of photo release d384f497, from its training checkpoint (kept in
-    data/checkpoints), as a model file for ``--init``: the start of the next release, exactly
-    as scripts/ab_study.py starts its variants."""
-    from idfzip.train import model_of_checkpoint
-    from idfzip.weights import save_model
-    out = REPO / "runs" / "photo-d384f497-float.pt"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_model(model_of_checkpoint(REPO / "data" / "checkpoints" / "photo-d384f497.pt"), out)
-    return out
+def float_weights(release: str) -> Callable[[], Path]:
+    """The float weights of a photo release, from its training checkpoint (kept in
+    data/checkpoints), as a model file for ``--init`` (made on first use)."""
+    def make() -> Path:
+        from idfzip.train import model_of_checkpoint
+        from idfzip.weights import save_model
+        out = REPO / "runs" / f"{release}-float.pt"
+        if not out.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            save_model(model_of_checkpoint(REPO / "data" / "checkpoints" / f"{release}.pt"), out)
+        return out
+    return make
+
+
+# photo release d384f497: the start of release 24dff000, exactly as scripts/ab_study.py
+# starts its variants
+photo_d384f497 = float_weights("photo-d384f497")
 
 
 def debian_half() -> Path:
@@ -69,7 +76,7 @@ def recipe(preset: str, data: list[Path], batch: int, crop: int, eval_every: int
     """Data and ``idfzip train`` arguments of one shipped model: Adamax at ``lr`` with
     ``warmup`` warm-up steps and ``decay`` per 1000 steps, then annealed from ``anneal_from``
     (None: never). With ``init``, training starts from that model file (grown to ``preset`` if
-    it has fewer flow steps or simpler priors). A data entry or ``init`` may be a function
+    it has fewer flow steps, simpler priors or no colour transform). A data entry or ``init`` may be a function
     that makes the folder or file."""
     return {"data": data, "steps": steps, "init": init,
             "args": ["--preset", preset, "--batch-size", str(batch), "--crop", str(crop),
@@ -87,9 +94,10 @@ RECIPES = {
     # One H100 for 18 min, shared with the 4 other runs of scripts/scaling_study.py (~10 steps/s)
     "photo-v2": recipe("photo-v2", PHOTOS_MORE, 128, 64, 500, 10000, 0.85, 11000, lr=1.5e-3,
                        holdout=0.05),
-    # from scratch, the first phase of photo-r1's recipe on all the photographs; in training
+    # photo release 24dff000's weights reading YCoCg-R (growth.recolour), trained on
     "photo-ycocg": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 2000, None, 0.85,
-                          100000),
+                          30000, lr=1e-3, warmup=200, decay=0.92, seed=2,
+                          init=float_weights("photo")),
     # release d384f497 (see the README) with its top latent in two groups, fine-tuned further;
     # its first 6,000 steps are scripts/ab_study.py's variant top2
     "photo": recipe("photo", [*PHOTOS_MORE, debian_half], 16, 64, 2000, None, 0.85, PHOTO_STEPS,
