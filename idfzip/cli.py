@@ -238,9 +238,12 @@ def models():
               help="Start from the weights of this model (shipped name or path) instead of "
                    "scratch; one with fewer flow steps per level or simpler priors is grown "
                    "to the preset.")
-@click.option("--fake-quant", is_flag=True, default=None,
-              help="Quantisation-aware training on the integer export's grids (for fine-tuning "
-                   "with --init; the export costs <0.001 bpd even without it).")
+@click.option("--fake-quant", type=click.Choice(["limb", "int8"]), is_flag=False,
+              flag_value="limb", default=None,
+              help="Quantisation-aware training on an integer export's grids, for fine-tuning "
+                   "with --init: limb (alone: --fake-quant; the export costs <0.001 bpd even "
+                   "without it) or int8 (needed: calibrates the activations at the start, "
+                   "then export with --arithmetic int8).")
 @click.option("--precision", type=click.Choice(list(PRECISIONS)), default=None,
               help="bfloat16 runs the networks' hidden layers in bfloat16: faster on GPUs "
                    "and CPUs with bfloat16 units (AMX), slower on others [float32].")
@@ -504,10 +507,14 @@ def info(inputs):
 @friendly_errors
 def export(model_path, output, force, arithmetic):
     """Export a trained float model to the integer form used for coding; prints its sha256."""
-    from .intnet import to_integer
+    from .intnet import arithmetic_of, to_integer
     from .weights import save_model
     from .zoo import load_model
     model = load_model(model_path)
+    if model.is_integer and arithmetic_of(model) != arithmetic:
+        raise click.UsageError(f"{model_path} is already an integer model in the "
+                               f"{arithmetic_of(model)} arithmetic; export its float model "
+                               f"(OUT/model.pt of its training run) to {arithmetic}")
     refuse_to_clobber(model_path, output, force)
     digest = save_model(model if model.is_integer else to_integer(model, arithmetic), output)
     click.echo(f"{output}: integer model, sha256 {digest}")

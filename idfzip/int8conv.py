@@ -11,8 +11,8 @@ same exact integers, so a file coded with one decodes with any other.
   whose PyTorch lacks oneDNN. Exact under :func:`idfzip.intnet.exact_arithmetic` (IEEE
   float32 everywhere, no cuDNN on GPUs), which the codec sets.
 
-Each backend convolves the input channel groups of the layer's bound one at a time and adds
-the group sums in float64 (every partial sum is an integer of at most 2^24, every total below
+Each backend convolves the input channel groups of the layer's bound one at a time; several
+groups' sums are added in float64 (every partial sum is an integer of at most 2^24, every total below
 2^53: exact in any order).
 """
 
@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import weakref
 
 import torch
 import torch.nn.functional as F
 
 BACKENDS = ("reference", "onednn", "float32")
 _chosen: str | None = None
+# oneDNN's prepacked weights per layer: kept out of the module, whose copies and pickles they
+# would break (an opaque tensor has no storage), and dropped with it
+_PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @contextlib.contextmanager
@@ -50,12 +54,16 @@ def backend_for(device: torch.device) -> str:
 
 
 def conv_sum(values: torch.Tensor, zero: int, conv) -> torch.Tensor:
-    """``conv(values - zero, W)`` without bias as exact float64; ``values`` uint8 (N, C, H, W),
-    ``conv`` an :class:`idfzip.int8net.Int8Conv`."""
+    """``conv(values - zero, W)`` without bias, exact: one group's sum as the backend gives it
+    (float32 holding integers up to 2^24, or int64), several groups' added in float64;
+    ``values`` uint8 (N, C, H, W), ``conv`` an :class:`idfzip.int8net.Int8Conv`."""
     backend = _BACKENDS[backend_for(values.device)]
+    ranges = _group_ranges(values.shape[1], int(conv.groups))
+    if len(ranges) == 1:
+        return backend(values, zero, conv, 0, values.shape[1])
     out = None
-    for start, stop in _group_ranges(values.shape[1], int(conv.groups)):
-        part = backend(values, zero, conv, start, stop)
+    for start, stop in ranges:
+        part = backend(values, zero, conv, start, stop).double()
         out = part if out is None else out.add_(part)
     return out
 
@@ -69,31 +77,33 @@ def _group_ranges(channels: int, groups: int) -> list[tuple[int, int]]:
 def _reference(values, zero, conv, start, stop) -> torch.Tensor:
     x = values[:, start:stop].long().contiguous() - zero
     w = conv.weight[:, start:stop].long()
-    return F.conv2d(x, w, padding=conv.padding).double()
+    return F.conv2d(x, w, padding=conv.padding)
 
 
 def _float32(values, zero, conv, start, stop) -> torch.Tensor:
     x = values[:, start:stop].float() - zero
     w = conv.weight[:, start:stop].float()
-    return F.conv2d(x, w, padding=conv.padding).double()
+    return F.conv2d(x, w, padding=conv.padding)
 
 
 def _onednn(values, zero, conv, start, stop) -> torch.Tensor:
     x = values[:, start:stop].contiguous(memory_format=torch.channels_last)
     weight = conv.weight
     key = (zero, start, stop, weight.data_ptr(), weight._version)
-    packed = conv._packed.get(key)
+    cache = _PACKED.setdefault(conv, {})
+    packed = cache.get(key)
     if packed is None:
         packed = torch.ops.onednn.qconv_prepack(
             weight[:, start:stop].contiguous(), _unit_scales(weight.shape[0]), 1.0, zero,
             [1, 1], list(conv.padding), [1, 1], 1, None)
-        conv._packed = {k: v for k, v in conv._packed.items() if k[3:] == key[3:]}
-        conv._packed[key] = packed
+        for stale in [k for k in cache if k[3:] != key[3:]]:  # the weights have changed
+            del cache[stale]
+        cache[key] = packed
     y = torch.ops.onednn.qconv2d_pointwise(
         x, 1.0, zero, packed, _unit_scales(weight.shape[0]),
         torch.zeros(weight.shape[0], dtype=torch.int64), None, [1, 1], list(conv.padding),
         [1, 1], 1, 1.0, 0, torch.float32, "none", [], "")
-    return y.double()
+    return y
 
 
 def _unit_scales(n: int) -> torch.Tensor:
@@ -125,7 +135,7 @@ def onednn_exact() -> bool:
         for zero in (0, 64):
             for start, stop in ((0, 64), (3, 40)):
                 got = _onednn(x, zero, conv, start, stop)
-                if not torch.equal(got, _reference(x, zero, conv, start, stop)):
+                if not torch.equal(got.double(), _reference(x, zero, conv, start, stop).double()):
                     return False
     except (RuntimeError, AttributeError, NotImplementedError):  # absent from this build
         return False

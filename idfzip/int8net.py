@@ -11,13 +11,15 @@ input ``v`` is integers, and it computes the accumulator
 
 * in a hidden layer, the next layer's activation
   ``a = clamp(floor((acc M + 2^(S-1)) / 2^S), 0, 127)`` (``2^(S-1)`` read as 0 for ``S < 1``):
-  a bounded ReLU on the grid ``6 / 127``, rounded half up;
+  a bounded ReLU on the grid ``6 / 127``, rounded half up (the export makes ``M = 1`` here,
+  choosing each channel's weight scale so that the factor is a power of two);
 * in the last layer, the real output ``acc M 2^-S``, exact in float64.
 
-The first layer reads the integer latents ``x``, clipped to ``[-2^13, 2^13 - 1]`` and split into
-two limbs ``x = 2^7 h + l`` with ``h = floor(x / 2^7)`` in -64..63 and ``l`` in 0..127; its sum
-over inputs is ``2^7 sum(W h) + sum(W l)``. Every input value is thus at most 127 in
-magnitude, 7 bits: an 8-bit unsigned x 8-bit signed product pair then sums to at most
+The first layer reads the integer latents ``x``, clipped to ``[-2^10, 2^10 - 1]`` (latents that
+reach the networks were measured below 230 in magnitude on Kodak; the clip only bounds what a
+network sees, never what is coded) and split into two limbs ``x = 2^7 h + l`` with
+``h = floor(x / 2^7)`` in -8..7 and ``l`` in 0..127; its sum over inputs is
+``2^7 sum(W h) + sum(W l)``. Every input value is thus at most 127 in magnitude, 7 bits: an 8-bit unsigned x 8-bit signed product pair then sums to at most
 2 * 127 * 127 < 2^15, which CPUs without VNNI (AVX2's ``vpmaddubsw``) accumulate in 16 bits
 with saturation: 8-bit activations were measured to come out wrong there, 7-bit ones exact.
 
@@ -43,9 +45,11 @@ from .quantization import ACTIVATION_MAX, round_half_up
 WEIGHT_TOP = 127  # |W|; symmetric, so -W is representable too
 ACTIVATION_TOP = 127  # activations 0..127: 7 bits (see the module docstring)
 ACTIVATION_SCALE = ACTIVATION_TOP / ACTIVATION_MAX  # grid steps per unit of activation
-LATENT_LIMIT = 2**13  # the first layer's inputs lie in [-2^13, 2^13 - 1]: two 7-bit limbs
+LATENT_LIMIT = 2**10  # the first layer's inputs lie in [-2^10, 2^10 - 1]: two limbs
 LIMB = 2**7
+LIMB_HIGH = LATENT_LIMIT // LIMB  # the high limb lies in [-LIMB_HIGH, LIMB_HIGH - 1]
 PARTIAL_LIMIT = 2**24  # bound of every group's partial sum (float32 holds such integers)
+BIAS_LIMIT = 2**22  # |B|: leaves the float32 requantisation room (see Int8Conv.activation)
 MULTIPLIER_BITS = 15  # M in [2^14, 2^15]: requantisation to 15 significant bits
 
 
@@ -74,11 +78,31 @@ def input_groups(weight: torch.Tensor, top: int = ACTIVATION_TOP) -> int:
 def check_accumulator(weight: torch.Tensor, bias: torch.Tensor, first: bool) -> None:
     """Refuse a layer whose whole accumulator could leave int32 (``|acc| < 2^31``), so that
     integer backends may accumulate in 32 bits."""
-    reach = (LIMB * LIMB // 2 + ACTIVATION_TOP) if first else ACTIVATION_TOP
+    reach = (LIMB * LIMB_HIGH + ACTIVATION_TOP) if first else ACTIVATION_TOP
     peak = weight.double().abs().flatten(1).sum(1) * reach + bias.double().abs()
     if float(peak.max()) >= 2**31:
         raise ValueError("a layer's accumulator could exceed 2^31: its weights are too large "
                          "for the 8-bit arithmetic")
+
+
+def weight_scales(weight: torch.Tensor, bias: torch.Tensor, input_scale: float,
+                  last: bool) -> torch.Tensor:
+    """Grid steps per unit of each output channel's weights: the finest that keeps the largest
+    weight within +-127 and the integer bias within ``BIAS_LIMIT`` (a channel of tiny weights
+    and a large bias would otherwise get a bias beyond any accumulator). In a hidden layer the
+    scale is also a power of two times ``ACTIVATION_SCALE / input_scale``, so that
+    requantising to the activation grid is a shift (``M = 1``): what lets a fast backend
+    requantise in float32, exactly."""
+    peak = weight.detach().double().abs().flatten(1).max(1).values
+    reach = bias.detach().double().abs() * input_scale
+    inf = torch.full_like(peak, float("inf"))
+    finest = torch.minimum(torch.where(peak > 0, WEIGHT_TOP / peak, inf),
+                           torch.where(reach > 0, BIAS_LIMIT / reach, inf))
+    finest = torch.where(finest.isinf(), torch.ones_like(finest), finest)
+    if last:
+        return finest
+    unit = ACTIVATION_SCALE / input_scale
+    return unit * torch.pow(2.0, torch.floor(torch.log2(finest / unit)))
 
 
 class Int8Conv(nn.Module):
@@ -90,52 +114,83 @@ class Int8Conv(nn.Module):
                  input_scale: float, last: bool):
         super().__init__()
         w, b = weight.detach().double(), bias.detach().double()
-        peak = w.abs().flatten(1).max(1).values
-        scale = torch.where(peak > 0, WEIGHT_TOP / peak, torch.ones_like(peak))  # per channel
-        target = 1.0 if last else ACTIVATION_SCALE
-        multiplier, shift = requantization(target / (scale * input_scale))
+        scale = weight_scales(w, b, input_scale, last)
+        if last:
+            multiplier, shift = requantization(1.0 / (scale * input_scale))
+        else:  # a power of two by construction: M = 1
+            shift = torch.round(torch.log2(scale * input_scale / ACTIVATION_SCALE)).long()
+            multiplier = torch.ones_like(shift)
         self.padding = tuple(padding)
         self.last = last
+        self.first = input_scale == 1.0 / INPUT_SCALE
         self.register_buffer("weight", round_half_up(w * scale.view(-1, 1, 1, 1))
                              .clamp(-WEIGHT_TOP, WEIGHT_TOP).to(torch.int8))
         self.register_buffer("bias", round_half_up(b * scale * input_scale).long())
         self.register_buffer("multiplier", multiplier)
         self.register_buffer("shift", shift)
         self.register_buffer("groups", torch.tensor(input_groups(self.weight), dtype=torch.int64))
-        check_accumulator(self.weight, self.bias, first=input_scale == 1.0 / INPUT_SCALE)
-        self._packed: dict = {}  # backend caches (prepacked weights), not part of the state
+        check_accumulator(self.weight, self.bias, self.first)
 
-    def accumulate(self, limbs: list[tuple[torch.Tensor, int, int]]) -> torch.Tensor:
-        """``acc`` as exact float64 from inputs given as ``(values uint8, zero point, factor)``:
-        ``sum_k factor_k conv(values_k - zero point_k, W) + B``."""
+    def _sums(self, limbs: list[tuple[torch.Tensor, int, int]]) -> torch.Tensor:
+        """``sum_k factor_k conv(values_k - zero point_k, W)`` (no bias) from inputs given as
+        ``(values uint8, zero point, factor)``: float32 where every step is exact in it (one
+        input group, every sum bounded by 2^24 by :meth:`_float32_reach`), else float64."""
+        parts = [(conv_sum(values, zero, self), factor) for values, zero, factor in limbs]
+        exact32 = all(p.dtype == torch.float32 for p, _ in parts) and self._float32_reach()
         acc = None
-        for values, zero, factor in limbs:
-            part = conv_sum(values, zero, self)
-            acc = part * factor if acc is None else acc.add_(part, alpha=factor)
-        return acc.add_(self.bias.double().view(1, -1, 1, 1))
+        for part, factor in parts:
+            part = part if exact32 else part.double()
+            acc = part.mul_(factor) if acc is None else acc.add_(part, alpha=factor)
+        return acc
 
-    def scaled(self, acc: torch.Tensor) -> torch.Tensor:
-        """``acc M 2^-S`` (float64, exact: ``|acc M| < 2^53``)."""
+    def _float32_reach(self) -> bool:
+        """Whether ``|sum| + |B| + 2^(S-1)`` stays within 2^24 for every input: then adding the
+        bias and the rounding half and shifting are exact in float32."""
+        if int(self.groups) != 1 or bool((self.multiplier != 1).any()):
+            return False
+        reach = LIMB * (LIMB_HIGH + 1) + ACTIVATION_TOP if self.first else ACTIVATION_TOP
+        mass = self.weight.abs().flatten(1).sum(1, dtype=torch.int64) * reach
+        return float((mass + self.bias.abs() + self._half()).max()) <= PARTIAL_LIMIT
+
+    def _half(self) -> torch.Tensor:
+        shift = self.shift.double()
+        return torch.where(shift >= 1, torch.pow(2.0, shift - 1), torch.zeros_like(shift))
+
+    def output(self, limbs: list[tuple[torch.Tensor, int, int]]) -> torch.Tensor:
+        """The last layer's ``acc M 2^-S`` (float64, exact: ``|acc M| < 2^53``)."""
         factor = self.multiplier.double() * torch.pow(2.0, -self.shift.double())
+        acc = self._sums(limbs).double().add_(self.bias.double().view(1, -1, 1, 1))
         return acc.mul_(factor.view(1, -1, 1, 1))
 
-    def activation(self, acc: torch.Tensor) -> torch.Tensor:
-        """``clamp(floor((acc M + 2^(S-1)) / 2^S), 0, 127)`` as uint8, channels-last."""
-        shift = self.shift.double().view(1, -1, 1, 1)
-        half = torch.where(shift >= 1, torch.pow(2.0, shift - 1), torch.zeros_like(shift))
-        a = acc.mul_(self.multiplier.double().view(1, -1, 1, 1)).add_(half)
-        a = a.mul_(torch.pow(2.0, -shift)).floor_().clamp_(0, ACTIVATION_TOP)
-        return a.to(torch.uint8).contiguous(memory_format=torch.channels_last)
+    def activation(self, limbs: list[tuple[torch.Tensor, int, int]]) -> torch.Tensor:
+        """``clamp(floor((acc M + 2^(S-1)) / 2^S), 0, 127)`` as uint8, channels-last; in float32
+        where that is exact (the fast path: 4-byte elements), else in float64."""
+        acc = self._sums(limbs)
+        if acc.dtype == torch.float32:  # M = 1: one exact addition of B + 2^(S-1)
+            acc.add_((self.bias.double() + self._half()).float().view(1, -1, 1, 1))
+        else:
+            acc.add_(self.bias.double().view(1, -1, 1, 1))
+            acc.mul_(self.multiplier.double().view(1, -1, 1, 1))
+            acc.add_(self._half().view(1, -1, 1, 1))
+        acc.mul_(torch.pow(2.0, -self.shift.double()).to(acc.dtype).view(1, -1, 1, 1))
+        return _as_activation(acc)
+
+
+def _as_activation(a: torch.Tensor) -> torch.Tensor:
+    """``clamp(floor(a), 0, 127)`` as uint8: the cast truncates, which is the floor once the
+    values are clamped to be non-negative."""
+    return a.clamp_(0, ACTIVATION_TOP).to(torch.uint8) \
+        .contiguous(memory_format=torch.channels_last)
 
 
 def latent_limbs(x: torch.Tensor) -> list[tuple[torch.Tensor, int, int]]:
-    """Integer latents -> the first layer's inputs: ``h + 64`` with zero point 64, factor 2^7,
+    """Integer latents -> the first layer's inputs: ``h + 8`` with zero point 8, factor 2^7,
     and ``l`` with zero point 0, factor 1 (uint8, channels-last)."""
-    x = x.double().clamp(-LATENT_LIMIT, LATENT_LIMIT - 1)
+    x = x.clamp(-LATENT_LIMIT, LATENT_LIMIT - 1).float()  # integers: exact in float32
     high = torch.floor(x / LIMB)
     low = x - high * LIMB
     as_u8 = (lambda t: t.to(torch.uint8).contiguous(memory_format=torch.channels_last))
-    return [(as_u8(high + LIMB // 2), LIMB // 2, LIMB), (as_u8(low), 0, 1)]
+    return [(as_u8(high + LIMB_HIGH), LIMB_HIGH, LIMB), (as_u8(low), 0, 1)]
 
 
 class Int8ConvNet(ExactNet):
@@ -154,9 +209,8 @@ class Int8ConvNet(ExactNet):
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         inputs = latent_limbs(x)
         for conv in self.convs[:-1]:
-            inputs = [(conv.activation(conv.accumulate(inputs)), 0, 1)]
-        last = self.convs[-1]
-        return last.scaled(last.accumulate(inputs))
+            inputs = [(conv.activation(inputs), 0, 1)]
+        return self.convs[-1].output(inputs)
 
     def float_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per layer, the real weight and bias this export approximates (for training on)."""
@@ -174,9 +228,9 @@ class Int8ConvNet(ExactNet):
 
 def fake_quantize_int8(net: ConvNet, h: torch.Tensor) -> torch.Tensor:
     """What ``Int8ConvNet(net)`` computes, in float with straight-through gradients, from
-    ``h`` = latents * INPUT_SCALE: weights on each output channel's grid of 127 steps per
-    peak, biases on the accumulator's grid, activations on the 6/127 grid (the requantisation
-    factor's 2^-15 rounding is left out)."""
+    ``h`` = latents * INPUT_SCALE: weights on each output channel's grid
+    (:func:`weight_scales`), biases on the accumulator's grid, activations on the 6/127 grid,
+    and the last layer's 15-bit requantisation factor."""
     def ste(x: torch.Tensor, rounded: torch.Tensor) -> torch.Tensor:
         return x + (rounded - x).detach()
 
@@ -185,13 +239,17 @@ def fake_quantize_int8(net: ConvNet, h: torch.Tensor) -> torch.Tensor:
     h = h.clamp(-LATENT_LIMIT * INPUT_SCALE, (LATENT_LIMIT - 1) * INPUT_SCALE)
     for i, conv in enumerate(convs):
         weight, bias = net.folded_weights(conv)
-        peak = weight.detach().abs().flatten(1).max(1).values
-        scale = torch.where(peak > 0, WEIGHT_TOP / peak, torch.ones_like(peak)).view(-1, 1, 1, 1)
+        last = i == len(convs) - 1
+        scale = weight_scales(weight, bias, input_scale, last).to(weight).view(-1, 1, 1, 1)
         w = ste(weight, round_half_up(weight * scale).clamp(-WEIGHT_TOP, WEIGHT_TOP) / scale)
         unit = scale.view(-1) * input_scale
         b = ste(bias, round_half_up(bias * unit) / unit)
         h = nn.functional.conv2d(h, w, b, padding=conv.padding)
-        if i < len(convs) - 1:
+        if last:  # the export's factor M 2^-S, not the exact 1 / (scale * input_scale)
+            multiplier, shift = requantization(1.0 / unit.detach().double())
+            exact = multiplier.double() * torch.pow(2.0, -shift.double()) * unit.double()
+            h = h * exact.to(h).view(1, -1, 1, 1)
+        else:
             h = nn.functional.hardtanh(h, 0.0, ACTIVATION_MAX)
             h = ste(h, round_half_up(h * ACTIVATION_SCALE) / ACTIVATION_SCALE)
             input_scale = ACTIVATION_SCALE

@@ -52,8 +52,8 @@ class ConvNet(nn.Module):
     and the integer export use the folded weights (:meth:`folded_weights`) and the exported
     network has no extra operation.
 
-    With ``fake_quant`` set (quantisation-aware training), weights, biases and activations are
-    rounded to the grids of the integer export in the forward pass, so the float network
+    With ``fake_quant`` set to an arithmetic (quantisation-aware training), weights, biases and
+    activations are rounded to the grids of that integer export in the forward pass, so the float network
     computes what its export will. With ``hidden_dtype`` set (training in bfloat16), all but
     the last convolution run autocast to that type, faster on CPUs with bfloat16 units (AMX)
     and on GPUs; the last one stays in float32 because its outputs (translations, prior means)
@@ -73,12 +73,15 @@ class ConvNet(nn.Module):
         if not gain:
             nn.init.zeros_(self.layers[-1].weight)
             nn.init.zeros_(self.layers[-1].bias)
-        self.fake_quant = False
+        self.fake_quant = ""  # "limb" or "int8": train on that export's grids
         self.hidden_dtype: torch.dtype | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.clamp(-INPUT_LIMIT, INPUT_LIMIT) * INPUT_SCALE
-        if self.fake_quant:  # the export's grids decide every value: no autocast
+        if self.fake_quant == "int8":  # the export's grids decide every value: no autocast
+            from .int8net import fake_quantize_int8
+            return fake_quantize_int8(self, h)
+        if self.fake_quant:
             return self._fake_quantized(h)
         if self.hidden_dtype is None:
             h = self.layers(h)

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from . import distributed
 from .allocator import reuse_freed_memory
+from .calibration import fill_activation_range
 from .data import CropSampler, DataError, center_crops, load_images, split_holdout
 from .model import FlowConfig, IntegerDiscreteFlow
 from .nets import ConvNet, set_precision
@@ -26,6 +27,9 @@ from .weights import atomic_save, save_model
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"
+
+
+CALIBRATION_CROPS = 64  # training crops that set the 8-bit activation scales (calibration)
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class TrainConfig:
     eval_crop: int = 128
     eval_max_images: int = 500
     checkpoint_every: int = 200
-    fake_quant: bool = False  # quantisation-aware: train on the integer export's grids
+    fake_quant: str = ""  # quantisation-aware on an export's grids: "", "limb" or "int8"
     precision: str = "float32"  # a key of nets.PRECISIONS: hidden layers' dtype (see ConvNet)
 
     def lr_at(self, step: int) -> float:
@@ -166,6 +170,10 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
         log(f"resumed from {ckpt_path} at step {step}")
     elif init_weights is not None:
         model.load_state_dict(init_weights)
+        if config.fake_quant == "int8":  # fill the 8-bit grid before training on it
+            crops = sampler.batch(0, CALIBRATION_CROPS)
+            fill_activation_range(model, torch.from_numpy(crops).to(device).float())
+            log(f"8-bit grids: hidden activations rescaled on {CALIBRATION_CROPS} crops")
     for module in model.modules():
         if isinstance(module, ConvNet):
             module.fake_quant = config.fake_quant

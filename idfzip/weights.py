@@ -52,10 +52,11 @@ def save_model(model: IntegerDiscreteFlow, path: str | Path) -> str:
     where they are stored packed, see :func:`pack_integers`)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     digest = weights_sha256(state)
-    atomic_save({"format": MODEL_FORMAT, "config": model.config.to_dict(),
-                 "integer": model.is_integer, "arithmetic": arithmetic_of(model),
-                 "state_dict": pack_integers(state),
-                 "sha256": digest}, path)
+    blob = {"format": MODEL_FORMAT, "config": model.config.to_dict(),
+            "integer": model.is_integer, "state_dict": pack_integers(state), "sha256": digest}
+    if model.is_integer:  # which integer arithmetic decodes it (absent in earlier files: limb)
+        blob["arithmetic"] = arithmetic_of(model)
+    atomic_save(blob, path)
     return digest
 
 

@@ -41,6 +41,9 @@ PRESETS: dict[str, FlowConfig] = {
     "photo-ycocg": FlowConfig(channels=3, levels=4, steps_per_level=4, hidden=64, depth=2,
                               prior_hidden=64, prior_depth=2, top_stages=2,
                               colour_transform="ycocg-r"),
+    # photo's layout, for the 8-bit integer arithmetic (trained on its grids, issue #14).
+    "photo-int8": FlowConfig(channels=3, levels=4, steps_per_level=4, hidden=64, depth=2,
+                             prior_hidden=64, prior_depth=2, top_stages=2),
     # Grey photos (mode L): photo-r1's architecture on one channel.
     "photo-grey": FlowConfig(channels=1, levels=4, steps_per_level=4, hidden=64, depth=2,
                              prior_hidden=64, prior_depth=2),

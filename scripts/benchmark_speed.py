@@ -4,12 +4,18 @@
 * Kodak: compress and decompress MB/s of raw pixels with the default model (real .idf files,
   every one decoded and compared), beside JPEG-XL lossless effort 7 and 9 on the same images
   and thread count; where the time goes (network, entropy coding, the rest) on one photo.
+* Sweep (``--sweep``): the same for networks 64 / 128 / 256 wide in the default model's
+  layout, each exported to the limb and to the 8-bit arithmetic, beside JPEG-XL in the same
+  run. The 64-wide one is the default model's float weights; the wider ones hold them in their
+  first 64 channels and small random weights in the others (so they code like it, through
+  the flow, at the wider networks' cost: their speed is what the table is for).
 * Memory: peak resident memory of compressing and decompressing a 6000x4000 RGB photo (a
   mosaic of the Kodak photos) in a fresh process.
 
     python scripts/benchmark_speed.py                    # CPU, all cores
     python scripts/benchmark_speed.py --device cuda      # networks on the GPU
     python scripts/benchmark_speed.py --limit 4 --skip-memory --out results/
+    python scripts/benchmark_speed.py --sweep --limit 8 --threads 2 --out results/
 
 Targets (README): CPU (2 cores) at least 0.5 MB/s each way; GPU at least 20 MB/s each way;
 peak memory under 2 GB for 6000x4000 on CPU.
@@ -60,16 +66,99 @@ def idfzip_round_trips(images, coder, args):
     return bits, t_enc, t_dec
 
 
+def cpu_name() -> str:
+    """The CPU's model name and the vector units PyTorch uses on it (timings vary with both)."""
+    name = "CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} ({torch.backends.cpu.get_cpu_capability()})"
+
+
+def classical_rows(images, mb: float, threads: int) -> list[tuple[str, float, float, float]]:
+    """(codec, bpd, compress MB/s, decompress MB/s) of JPEG-XL effort 7 and 9."""
+    codecs, note = imagecodecs_codecs(threads)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    rows = []
+    for name in ("JPEG-XL e7", "JPEG-XL e9"):
+        if name in codecs:
+            b, te, td = run_codec(images, *codecs[name])
+            rows.append((f"{name} ({threads} threads)", b / (mb * 1e6), mb / te, mb / td))
+    return rows
+
+
+def sweep(images, mb: float, args, device: str, others: list) -> str:
+    """The width x arithmetic table (see the module docstring), every file decoded and
+    compared; the 8-bit rows name the backend that ran them."""
+    import tempfile
+
+    import idfzip
+    from idfzip.api import coding_model
+    from idfzip.int8conv import backend_for
+    backend = backend_for(torch.device(args.device))
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for label, path in sweep_models(Path(folder)):
+            coder = coding_model(str(path), args.device)
+            idfzip.decompress(idfzip.compress(images[0], coder, device=args.device), coder,
+                              device=args.device)  # warm-up
+            bits, t_enc, t_dec = idfzip_round_trips(images, coder, args)
+            if "int8" in label:
+                label += f", {backend}"
+            rows.append((label, bits / (mb * 1e6), mb / t_enc, mb / t_dec))
+            print(f"{label}: {rows[-1][2]:.2f} / {rows[-1][3]:.2f} MB/s", file=sys.stderr)
+    lines = [f"Kodak ({len(images)} images, {mb:.1f} MB of raw pixels), {device}", "",
+             "| codec | bpd | compress MB/s | decompress MB/s |", "|---|---|---|---|"]
+    lines += [f"| {n} | {b:.3f} | {e:.2f} | {d:.2f} |" for n, b, e, d in rows + others]
+    return "\n".join(lines)
+
+
+def sweep_models(folder: Path, widths=(64, 128, 256)) -> list[tuple[str, Path]]:
+    """(label, model file) for each width and arithmetic of the sweep, written to ``folder``."""
+    import copy
+    from dataclasses import replace
+
+    from idfzip.intnet import to_float, to_integer
+    from idfzip.model import IntegerDiscreteFlow
+    from idfzip.weights import save_model
+    from idfzip.zoo import load_model
+    base = load_model(DEFAULT_MODEL)
+    out = []
+    for width in widths:
+        trained = to_float(copy.deepcopy(base))
+        model = IntegerDiscreteFlow(replace(trained.config, hidden=width, prior_hidden=width))
+        torch.manual_seed(width)
+        with torch.no_grad():
+            wide = dict(model.named_parameters())
+            for name, small in trained.named_parameters():
+                big = wide[name]
+                if big.shape != small.shape:
+                    big.normal_(std=1e-3)
+                big[tuple(slice(0, n) for n in small.shape)] = small
+            model.load_state_dict(model.state_dict() | {
+                k: v for k, v in trained.state_dict().items() if k not in wide})
+        for arithmetic in ("limb", "int8"):
+            path = folder / f"w{width}-{arithmetic}.pt"
+            save_model(to_integer(copy.deepcopy(model), arithmetic), path)
+            out.append((f"{width} wide, {arithmetic}", path))
+    return out
+
+
 def time_shares(call) -> dict[str, float]:
     """Fractions of ``call``'s time spent in the integer networks, in entropy coding, in the
     PNG fallback candidate, and elsewhere (Python, tiling, checksums), from cProfile."""
     from idfzip import api, entropy
-    from idfzip.intnet import IntegerConvNet
+    from idfzip.intnet import ExactNet
 
     def key(f):
         code = f.__code__
         return code.co_filename, code.co_firstlineno, code.co_name
-    parts = {"network": [IntegerConvNet.forward],
+    parts = {"network": [ExactNet.forward],
              "entropy coding": [entropy.encode_logistic, entropy.decode_logistic,
                                 entropy.MixtureTables.encode, entropy.MixtureTables.decode,
                                 entropy.MixtureCoder.encode, entropy.MixtureCoder.decode],
@@ -145,6 +234,8 @@ def main() -> None:
     p.add_argument("--memory-size", default="6000x4000", help="WxH of the memory test photo")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--skip-others", action="store_true", help="no JPEG-XL")
+    p.add_argument("--sweep", action="store_true",
+                   help="widths 64/128/256 x limb/8-bit arithmetic instead of --model")
     p.add_argument("--out", default=None, help="folder for speed.md")
     p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -158,6 +249,17 @@ def main() -> None:
         raise SystemExit(f"{args.kodak}: no Kodak images")
     images = [np.asarray(Image.open(f).convert("RGB")) for f in files]
     mb = sum(a.size for a in images) / 1e6
+
+    device = (torch.cuda.get_device_name() if args.device == "cuda"
+              else f"{cpu_name()}, {threads} threads ({os.cpu_count()} cores visible)")
+    others = [] if args.skip_others else classical_rows(images, mb, threads)
+    if args.sweep:
+        text = sweep(images, mb, args, device, others)
+        print(text)
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / "speed_sweep.md").write_text(text + "\n")
+        return
 
     import idfzip
     from idfzip.api import coding_model
@@ -175,17 +277,8 @@ def main() -> None:
                                                      device=args.device))
     dec_shares = time_shares(lambda: idfzip.decompress(data, coder, batch_size=args.batch_size,
                                                        device=args.device))
-    device = (torch.cuda.get_device_name() if args.device == "cuda"
-              else f"CPU, {threads} threads ({os.cpu_count()} cores visible)")
-    rows = [(f"idfzip ({args.model}, {args.device})", bits / (mb * 1e6), mb / t_enc, mb / t_dec)]
-    if not args.skip_others:
-        codecs, note = imagecodecs_codecs(threads)
-        if note:
-            print(f"note: {note}", file=sys.stderr)
-        for name in ("JPEG-XL e7", "JPEG-XL e9"):
-            if name in codecs:
-                b, te, td = run_codec(images, *codecs[name])
-                rows.append((f"{name} ({threads} threads)", b / (mb * 1e6), mb / te, mb / td))
+    rows = [(f"idfzip ({args.model}, {args.device})", bits / (mb * 1e6), mb / t_enc, mb / t_dec),
+            *others]
 
     target = TARGET_MBS[args.device]
     lines = [f"Kodak ({len(images)} images, {mb:.1f} MB of raw pixels), {device}; model load "

@@ -69,3 +69,20 @@ def test_grow_priors_refuses_other_changes():
     small = tiny_model(3)
     with pytest.raises(ModelError):
         grow_priors(small, replace(small.config, hidden=16, prior_stages=2))
+
+
+def test_recoloured_model_keeps_every_weight_and_reads_ycocg():
+    """recolour (also reached through grow) moves a model to another colour transform: the
+    same state, a different input, so a different likelihood but an exact round trip."""
+    from idfzip.growth import grow, recolour
+    rgb = tiny_model(seed=3, std=0.3)
+    ycocg = recolour(rgb, "ycocg-r")
+    assert ycocg.config == replace(rgb.config, colour_transform="ycocg-r")
+    assert all(torch.equal(a, b) for a, b in zip(rgb.state_dict().values(),
+                                                 ycocg.state_dict().values()))
+    assert grow(rgb, ycocg.config).config == ycocg.config
+    x = torch.randint(0, 256, (2, 3, 8, 12), generator=torch.Generator().manual_seed(3))
+    assert not torch.equal(ycocg.log_prob(x), rgb.log_prob(x))
+    assert torch.equal(ycocg.generate(ycocg.infer_latent(x)), x.to(ycocg.dtype))
+    with pytest.raises(ModelError, match="float model"):
+        recolour(to_integer(tiny_model()), "ycocg-r")

@@ -163,7 +163,7 @@ def test_fake_quantised_float_network_computes_what_its_export_computes():
         exact = IntegerConvNet(net)(x)
     net.double()  # in float64 the fake-quantised arithmetic is exact as well
     plain = net(x)
-    net.fake_quant = True
+    net.fake_quant = "limb"
     fake = net(x)
     assert torch.equal(fake, exact) and not torch.equal(plain, exact)
     fake.sum().backward()  # straight-through: gradients reach every weight

@@ -124,7 +124,7 @@ def _images(folder):
 
 def test_quantisation_aware_training_runs_on_the_export_grids(image_folder, tmp_path):
     from idfzip.nets import ConvNet
-    config = TrainConfig(**{**CONFIG.__dict__, "fake_quant": True})
+    config = TrainConfig(**{**CONFIG.__dict__, "fake_quant": "limb"})
     model = run(image_folder, tmp_path / "qat", config)
     nets = [m for m in model.modules() if isinstance(m, ConvNet)]
     assert nets and all(net.fake_quant for net in nets)
