@@ -131,6 +131,31 @@ def test_quantisation_aware_training_runs_on_the_export_grids(image_folder, tmp_
     assert_learned(model, image_folder)
 
 
+def test_int8_fine_tuning_calibrates_then_trains_on_the_8bit_grids(image_folder, tmp_path):
+    """--init with --fake-quant int8: the start model's hidden activations are rescaled to fill
+    the grid (its likelihood unchanged), then training runs fake-quantised; the 8-bit export of
+    the result codes what its fake-quantised float model promises, within rounding ties."""
+    import copy
+
+    from idfzip.intnet import to_integer
+    from idfzip.nets import ConvNet
+    start = run(image_folder, tmp_path / "start")
+    messages = []
+    config = TrainConfig(**{**CONFIG.__dict__, "fake_quant": "int8", "lr": 1e-3})
+    torch.set_num_threads(1)
+    tuned = train(TINY, [str(image_folder)], tmp_path / "int8", config, progress=False,
+                  init_weights=start.state_dict(), log=messages.append)
+    assert any("rescaled" in m for m in messages)
+    nets = [m for m in tuned.modules() if isinstance(m, ConvNet)]
+    assert nets and all(net.fake_quant == "int8" for net in nets)
+    batch = assert_learned(tuned, image_folder)
+    fake = evaluate(tuned, batch)
+    for net in nets:
+        net.fake_quant = ""
+    exported = to_integer(copy.deepcopy(tuned), "int8")
+    assert abs(evaluate(exported, batch) - fake) < 0.05
+
+
 def test_bfloat16_training_learns_and_keeps_the_last_layer_in_float32(image_folder, tmp_path):
     from idfzip.nets import ConvNet
     config = TrainConfig(**{**CONFIG.__dict__, "precision": "bfloat16"})
