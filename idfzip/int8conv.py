@@ -3,7 +3,8 @@ same exact integers, so a file coded with one decodes with any other.
 
 * ``reference``: int64 convolution; slow, CPU only; what the tests hold the others to.
 * ``onednn``: oneDNN's int8 convolution (``torch.ops.onednn.qconv2d_pointwise``, unit scales,
-  float32 output, which is the int32 accumulator exactly below 2^24); the fast CPU path, on
+  float32 output, which is the int32 accumulator exactly below 2^24; the first layer, whose
+  inputs are latents and whose channels are few, as a float32 convolution); the fast CPU path, on
   AVX2 as well as on VNNI / AMX (the 7-bit inputs keep AVX2's 16-bit pair sums from
   saturating). It is an internal PyTorch operator: :func:`onednn_exact` checks it once per
   process against the reference on the bound's worst cases before it is used.
@@ -56,7 +57,8 @@ def backend_for(device: torch.device) -> str:
 def conv_sum(values: torch.Tensor, zero: int, conv) -> torch.Tensor:
     """``conv(values - zero, W)`` without bias, exact: one group's sum as the backend gives it
     (float32 holding integers up to 2^24, or int64), several groups' added in float64;
-    ``values`` uint8 (N, C, H, W), ``conv`` an :class:`idfzip.int8net.Int8Conv`."""
+    ``values`` (N, C, H, W) uint8 activations, or integer latents in a float dtype (the first
+    layer), ``conv`` an :class:`idfzip.int8net.Int8Conv`."""
     backend = _BACKENDS[backend_for(values.device)]
     ranges = _group_ranges(values.shape[1], int(conv.groups))
     if len(ranges) == 1:
@@ -87,6 +89,8 @@ def _float32(values, zero, conv, start, stop) -> torch.Tensor:
 
 
 def _onednn(values, zero, conv, start, stop) -> torch.Tensor:
+    if values.dtype != torch.uint8:  # the first layer's latents: a few channels, in float32
+        return _float32(values, zero, conv, start, stop)
     x = values[:, start:stop].contiguous(memory_format=torch.channels_last)
     weight = conv.weight
     key = (zero, start, stop, weight.data_ptr(), weight._version)

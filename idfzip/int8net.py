@@ -15,16 +15,18 @@ input ``v`` is integers, and it computes the accumulator
   choosing each channel's weight scale so that the factor is a power of two);
 * in the last layer, the real output ``acc M 2^-S``, exact in float64.
 
-The first layer reads the integer latents ``x``, clipped to ``[-2^10, 2^10 - 1]`` (latents that
-reach the networks were measured below 230 in magnitude on Kodak; the clip only bounds what a
-network sees, never what is coded) and split into two limbs ``x = 2^7 h + l`` with
-``h = floor(x / 2^7)`` in -8..7 and ``l`` in 0..127; its sum over inputs is
-``2^7 sum(W h) + sum(W l)``. Every input value is thus at most 127 in magnitude, 7 bits: an 8-bit unsigned x 8-bit signed product pair then sums to at most
+The first layer's inputs ``v`` are the integer latents, clipped to ``[-2^10, 2^10 - 1]``
+(latents that reach the networks were measured below 230 in magnitude on Kodak; the clip only
+bounds what a network sees, never what is coded). The other layers' inputs are activations,
+0..127: 7 bits, so that an 8-bit unsigned x 8-bit signed product pair sums to at most
 2 * 127 * 127 < 2^15, which CPUs without VNNI (AVX2's ``vpmaddubsw``) accumulate in 16 bits
 with saturation: 8-bit activations were measured to come out wrong there, 7-bit ones exact.
+(The first layer, a few input channels, runs as a float32 convolution, exact by the bound;
+8-bit units could take its latents as two limbs ``x = 2^7 h + l``.)
 
 The bound: for every output channel and every group of input channels the export chooses,
-``127 * sum |W[o, i, ky, kx]|`` over the group is at most ``PARTIAL_LIMIT = 2^24``, checked at
+``reach * sum |W[o, i, ky, kx]|`` over the group is at most ``PARTIAL_LIMIT = 2^24``, with
+``reach`` the largest input magnitude (2^10 in the first layer, 127 after), checked at
 export. So every partial sum is an integer that float32 holds exactly and int32 without
 overflow, whatever the summation order: backends that sum in float32 (a float32 convolution on
 CPU or GPU, oneDNN's int8 convolution with a float32 output) convolve group by group and add
@@ -45,9 +47,7 @@ from .quantization import ACTIVATION_MAX, round_half_up
 WEIGHT_TOP = 127  # |W|; symmetric, so -W is representable too
 ACTIVATION_TOP = 127  # activations 0..127: 7 bits (see the module docstring)
 ACTIVATION_SCALE = ACTIVATION_TOP / ACTIVATION_MAX  # grid steps per unit of activation
-LATENT_LIMIT = 2**10  # the first layer's inputs lie in [-2^10, 2^10 - 1]: two limbs
-LIMB = 2**7
-LIMB_HIGH = LATENT_LIMIT // LIMB  # the high limb lies in [-LIMB_HIGH, LIMB_HIGH - 1]
+LATENT_LIMIT = 2**10  # the first layer's inputs lie in [-2^10, 2^10 - 1]
 PARTIAL_LIMIT = 2**24  # bound of every group's partial sum (float32 holds such integers)
 BIAS_LIMIT = 2**22  # |B|: leaves the float32 requantisation room (see Int8Conv.activation)
 MULTIPLIER_BITS = 15  # M in [2^14, 2^15]: requantisation to 15 significant bits
@@ -78,7 +78,7 @@ def input_groups(weight: torch.Tensor, top: int = ACTIVATION_TOP) -> int:
 def check_accumulator(weight: torch.Tensor, bias: torch.Tensor, first: bool) -> None:
     """Refuse a layer whose whole accumulator could leave int32 (``|acc| < 2^31``), so that
     integer backends may accumulate in 32 bits."""
-    reach = (LIMB * LIMB_HIGH + ACTIVATION_TOP) if first else ACTIVATION_TOP
+    reach = LATENT_LIMIT if first else ACTIVATION_TOP
     peak = weight.double().abs().flatten(1).sum(1) * reach + bias.double().abs()
     if float(peak.max()) >= 2**31:
         raise ValueError("a layer's accumulator could exceed 2^31: its weights are too large "
@@ -128,27 +128,39 @@ class Int8Conv(nn.Module):
         self.register_buffer("bias", round_half_up(b * scale * input_scale).long())
         self.register_buffer("multiplier", multiplier)
         self.register_buffer("shift", shift)
-        self.register_buffer("groups", torch.tensor(input_groups(self.weight), dtype=torch.int64))
-        check_accumulator(self.weight, self.bias, self.first)
+        self.register_buffer("groups", torch.tensor(input_groups(self.weight, self.reach),
+                                                    dtype=torch.int64))
+        self.check_bound()
 
-    def _sums(self, limbs: list[tuple[torch.Tensor, int, int]]) -> torch.Tensor:
-        """``sum_k factor_k conv(values_k - zero point_k, W)`` (no bias) from inputs given as
-        ``(values uint8, zero point, factor)``: float32 where every step is exact in it (one
-        input group, every sum bounded by 2^24 by :meth:`_float32_reach`), else float64."""
-        parts = [(conv_sum(values, zero, self), factor) for values, zero, factor in limbs]
-        exact32 = all(p.dtype == torch.float32 for p, _ in parts) and self._float32_reach()
-        acc = None
-        for part, factor in parts:
-            part = part if exact32 else part.double()
-            acc = part.mul_(factor) if acc is None else acc.add_(part, alpha=factor)
-        return acc
+    @property
+    def reach(self) -> int:
+        """The largest magnitude of this layer's inputs."""
+        return LATENT_LIMIT if self.first else ACTIVATION_TOP
+
+    def check_bound(self) -> None:
+        """Raise ValueError unless the stored weights, bias and groups keep every partial sum
+        within ``PARTIAL_LIMIT`` and the accumulator within int32: what makes every backend
+        exact (run at export and on every loaded model file)."""
+        check_accumulator(self.weight, self.bias, self.first)
+        for part in torch.tensor_split(self.weight.abs().sum(dim=(2, 3), dtype=torch.int64),
+                                       int(self.groups), dim=1):
+            if int(part.sum(1).max()) * self.reach > PARTIAL_LIMIT:
+                raise ValueError("a layer's input groups do not keep its partial sums within "
+                                 "2^24")
+
+    def _sums(self, values: torch.Tensor) -> torch.Tensor:
+        """``conv(values, W)`` (no bias): float32 where the steps that follow are exact in it
+        (one input group, every sum bounded by 2^24, see :meth:`_float32_reach`), else
+        float64."""
+        acc = conv_sum(values, 0, self)
+        return acc if acc.dtype == torch.float32 and self._float32_reach() else acc.double()
 
     def _float32_reach(self) -> bool:
         """Whether ``|sum| + |B| + 2^(S-1)`` stays within 2^24 for every input: then adding the
         bias and the rounding half and shifting are exact in float32."""
         if int(self.groups) != 1 or bool((self.multiplier != 1).any()):
             return False
-        reach = LIMB * (LIMB_HIGH + 1) + ACTIVATION_TOP if self.first else ACTIVATION_TOP
+        reach = self.reach
         mass = self.weight.abs().flatten(1).sum(1, dtype=torch.int64) * reach
         return float((mass + self.bias.abs() + self._half()).max()) <= PARTIAL_LIMIT
 
@@ -156,16 +168,16 @@ class Int8Conv(nn.Module):
         shift = self.shift.double()
         return torch.where(shift >= 1, torch.pow(2.0, shift - 1), torch.zeros_like(shift))
 
-    def output(self, limbs: list[tuple[torch.Tensor, int, int]]) -> torch.Tensor:
+    def output(self, values: torch.Tensor) -> torch.Tensor:
         """The last layer's ``acc M 2^-S`` (float64, exact: ``|acc M| < 2^53``)."""
         factor = self.multiplier.double() * torch.pow(2.0, -self.shift.double())
-        acc = self._sums(limbs).double().add_(self.bias.double().view(1, -1, 1, 1))
+        acc = self._sums(values).double().add_(self.bias.double().view(1, -1, 1, 1))
         return acc.mul_(factor.view(1, -1, 1, 1))
 
-    def activation(self, limbs: list[tuple[torch.Tensor, int, int]]) -> torch.Tensor:
+    def activation(self, values: torch.Tensor) -> torch.Tensor:
         """``clamp(floor((acc M + 2^(S-1)) / 2^S), 0, 127)`` as uint8, channels-last; in float32
         where that is exact (the fast path: 4-byte elements), else in float64."""
-        acc = self._sums(limbs)
+        acc = self._sums(values)
         if acc.dtype == torch.float32:  # M = 1: one exact addition of B + 2^(S-1)
             acc.add_((self.bias.double() + self._half()).float().view(1, -1, 1, 1))
         else:
@@ -183,16 +195,6 @@ def _as_activation(a: torch.Tensor) -> torch.Tensor:
         .contiguous(memory_format=torch.channels_last)
 
 
-def latent_limbs(x: torch.Tensor) -> list[tuple[torch.Tensor, int, int]]:
-    """Integer latents -> the first layer's inputs: ``h + 8`` with zero point 8, factor 2^7,
-    and ``l`` with zero point 0, factor 1 (uint8, channels-last)."""
-    x = x.clamp(-LATENT_LIMIT, LATENT_LIMIT - 1).float()  # integers: exact in float32
-    high = torch.floor(x / LIMB)
-    low = x - high * LIMB
-    as_u8 = (lambda t: t.to(torch.uint8).contiguous(memory_format=torch.channels_last))
-    return [(as_u8(high + LIMB_HIGH), LIMB_HIGH, LIMB), (as_u8(low), 0, 1)]
-
-
 class Int8ConvNet(ExactNet):
     """Drop-in replacement for :class:`ConvNet` computing in the 8-bit arithmetic above, with
     any backend of :mod:`idfzip.int8conv` (the same integers on each)."""
@@ -207,10 +209,11 @@ class Int8ConvNet(ExactNet):
         super().__init__(layers, net.gain is not None)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        inputs = latent_limbs(x)
+        h = x.clamp(-LATENT_LIMIT, LATENT_LIMIT - 1).float()  # integers: exact in float32
+        h = h.contiguous(memory_format=torch.channels_last)
         for conv in self.convs[:-1]:
-            inputs = [(conv.activation(inputs), 0, 1)]
-        return self.convs[-1].output(inputs)
+            h = conv.activation(h)
+        return self.convs[-1].output(h)
 
     def float_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per layer, the real weight and bias this export approximates (for training on)."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from .int8net import Int8Conv
 from .intnet import arithmetic_of, to_integer
 from .model import FlowConfig, IntegerDiscreteFlow
 
@@ -103,6 +104,9 @@ def load_model_file(path: str | Path, expected_sha256: str | None = None) -> Int
         if blob.get("integer"):  # files from before the 8-bit arithmetic name none: limbs
             model = to_integer(model, blob.get("arithmetic") or "limb")
         model.load_state_dict(blob["state_dict"])
+        for module in model.modules():
+            if isinstance(module, Int8Conv):
+                module.check_bound()
     except (TypeError, ValueError, RuntimeError) as err:
         raise ModelError(f"{path}: model configuration does not fit its weights ({err})") from None
     model.sha256 = digest

@@ -47,6 +47,9 @@ PRESETS: dict[str, FlowConfig] = {
     # Grey photos (mode L): photo-r1's architecture on one channel.
     "photo-grey": FlowConfig(channels=1, levels=4, steps_per_level=4, hidden=64, depth=2,
                              prior_hidden=64, prior_depth=2),
+    # cifar10's layout, for the 8-bit integer arithmetic (trained on its grids, issue #14).
+    "cifar10-int8": FlowConfig(channels=3, levels=3, steps_per_level=4, hidden=64, depth=2,
+                               prior_hidden=64, prior_depth=2),
     # The literature's CIFAR-10 benchmark (32x32 images).
     "cifar10": FlowConfig(channels=3, levels=3, steps_per_level=4, hidden=64, depth=2,
                           prior_hidden=64, prior_depth=2),
@@ -62,6 +65,7 @@ class ShippedModel:
     preset: str
     filename: str
     sha256: str
+    arithmetic: str = "limb"  # of its integer networks (see idfzip.intnet, idfzip.int8net)
 
 
 SHIPPED: dict[str, ShippedModel] = {
@@ -183,7 +187,8 @@ def shipped_table() -> list[dict]:
                 DEFAULT_MODELS.items() if default == name]
         rows.append({"model": name, "images": "RGB" if config.channels == 3 else "grey",
                      "flow": f"{config.levels} levels x {config.steps_per_level} steps",
-                     "parameters": f"{params / 1e6:.2f}M", "sha256": entry.sha256[:8],
+                     "parameters": f"{params / 1e6:.2f}M", "arithmetic": entry.arithmetic,
+                     "sha256": entry.sha256[:8],
                      "earlier releases": str(len(EARLIER.get(name, ()))),
                      "use": ", ".join(role)})
     return rows

@@ -35,7 +35,7 @@ EARLIER_PHOTO = REPO / "idfzip" / "weights" / "photo-787b2fa4.pt"  # photo after
 
 
 def float_weights(release: str) -> Callable[[], Path]:
-    """The float weights of a photo release, from its training checkpoint (kept in
+    """The float weights of a shipped release, from its training checkpoint (kept in
     data/checkpoints), as a model file for ``--init`` (made on first use)."""
     def make() -> Path:
         from idfzip.train import model_of_checkpoint
@@ -104,13 +104,17 @@ RECIPES = {
     "photo": recipe("photo", [*PHOTOS_MORE, debian_half], 16, 64, 2000, None, 0.85, PHOTO_STEPS,
                     lr=5e-4, warmup=100, decay=0.9, seed=1, init=photo_d384f497),
     # release 24dff000 fine-tuned on the 8-bit export's grids (issue #14)
-    "photo-int8": recipe("photo-int8", [*PHOTOS_MORE, debian_half], 16, 64, 500, None, 0.85, 2000,
-                         lr=2e-4, warmup=50, decay=0.5, seed=3, init=float_weights("photo"),
+    "photo-int8": recipe("photo-int8", [*PHOTOS_MORE, debian_half], 16, 64, 500, None, 0.85, 6000,
+                         lr=2e-4, warmup=50, decay=0.7, seed=3, init=float_weights("photo"),
                          arithmetic="int8"),
     "photo-deep": recipe("photo-deep", PHOTOS, 16, 64, 500, 6000, 0.85, 16000, lr=5e-4,
                          warmup=200, init=EARLIER_PHOTO),
     "photo-grey": recipe("photo-grey", PHOTOS, 16, 64, 500, 7800, 0.8, 16000),
     "cifar10": recipe("cifar10", [SHARED / "cifar10"], 32, 32, 1000, 7200, 0.9, 35000),
+    # release ab2c6ac5 fine-tuned on the 8-bit export's grids (issue #14)
+    "cifar10-int8": recipe("cifar10-int8", [SHARED / "cifar10"], 32, 32, 500, None, 0.85, 6000,
+                           lr=2e-4, warmup=50, decay=0.7, seed=3, init=float_weights("cifar10"),
+                           arithmetic="int8"),
 }
 
 

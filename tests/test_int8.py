@@ -45,7 +45,7 @@ TOP = 127  # weights in -127..127, activations in 0..127
 LATENT_LIMIT = 2**10  # the first layer's latents are clipped to [-2^10, 2^10 - 1]
 LATENT_LO, LATENT_HI = -LATENT_LIMIT, LATENT_LIMIT - 1
 HIGH_LIMB = LATENT_LIMIT // 2**7  # the high limb lies in [-HIGH_LIMB, HIGH_LIMB - 1]
-FIRST_REACH = 2**7 * HIGH_LIMB + TOP  # the bound on a first-layer input's magnitude
+FIRST_REACH = LATENT_LIMIT  # the bound on a first-layer input's magnitude
 
 needs_onednn = pytest.mark.skipif(
     not onednn_exact(), reason="oneDNN's int8 convolution is absent or inexact on this CPU/"
@@ -746,3 +746,35 @@ def test_a_channel_with_tiny_weights_and_a_bias_exports():
     with torch.no_grad():
         real = net(x.float()).double()
     assert float((exported(x) - real).abs().max()) <= 0.05 * float(real.abs().max())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_int8_model_on_cuda_codes_the_same_bytes_as_on_cpu():
+    """The GPU path (float32 backend under the exact settings) equals the CPU reference."""
+    from idfzip.intnet import exact_arithmetic
+    model = int8_model(seed=2)
+    image = picture(3, 24, 40)
+    with use_backend("reference"):
+        cpu = encode_image(CodingModel(model, "tiny-int8").codec, image, 16, batch_size=2)
+    gpu_model = copy.deepcopy(model).to("cuda")
+    assert backend_for(torch.device("cuda")) == "float32"
+    with exact_arithmetic("cuda"):
+        gpu = encode_image(CodingModel(gpu_model, "tiny-int8").codec, image, 16, batch_size=2)
+    assert gpu == cpu
+
+
+def test_a_model_file_whose_groups_break_the_bound_is_refused(tmp_path):
+    """The bound is checked on loading too: a file (consistent hash) claiming fewer input
+    groups than its weights need would let float32 backends round; it is refused."""
+    from idfzip.weights import ModelError, load_model_file, save_model
+    model = to_integer(tiny_model(4, std=0.1, hidden=128, depth=2), "int8")
+    conv = next(m for m in model.modules() if isinstance(m, Int8Conv) and m.weight.shape[1] == 128
+                and m.weight.shape[-1] == 3)
+    assert int(conv.groups) == 1
+    with torch.no_grad():
+        conv.weight.fill_(127)  # 127 * sum|W| = 127 * 128 * 9 * 127 now exceeds 2^24
+    with pytest.raises(ValueError, match="2\\^24"):
+        conv.check_bound()
+    save_model(model, tmp_path / "bad.pt")
+    with pytest.raises(ModelError, match="does not fit"):
+        load_model_file(tmp_path / "bad.pt")

@@ -90,9 +90,11 @@ def test_registry_names_errors_clearly():
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_shipped_models_load_and_match_their_preset(name):
+    from idfzip.intnet import arithmetic_of
     model = load_model(name)
     assert model.config == PRESETS[SHIPPED[name].preset]
     assert model.sha256 == SHIPPED[name].sha256
+    assert arithmetic_of(model) == SHIPPED[name].arithmetic
 
 
 @pytest.mark.parametrize("name,entry", [(name, entry) for name, entries in sorted(EARLIER.items())
