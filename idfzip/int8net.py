@@ -131,6 +131,7 @@ class Int8Conv(nn.Module):
         self.register_buffer("groups", torch.tensor(input_groups(self.weight, self.reach),
                                                     dtype=torch.int64))
         self.check_bound()
+        self._steps_key, self._steps = None, None  # see _float32_steps
 
     @property
     def reach(self) -> int:
@@ -150,19 +151,25 @@ class Int8Conv(nn.Module):
 
     def _sums(self, values: torch.Tensor) -> torch.Tensor:
         """``conv(values, W)`` (no bias): float32 where the steps that follow are exact in it
-        (one input group, every sum bounded by 2^24, see :meth:`_float32_reach`), else
+        (one input group, every sum bounded by 2^24, see :meth:`_float32_steps`), else
         float64."""
         acc = conv_sum(values, 0, self)
-        return acc if acc.dtype == torch.float32 and self._float32_reach() else acc.double()
+        fast = self._float32_steps() is not None
+        return acc if acc.dtype == torch.float32 and fast else acc.double()
 
-    def _float32_reach(self) -> bool:
-        """Whether ``|sum| + |B| + 2^(S-1)`` stays within 2^24 for every input: then adding the
-        bias and the rounding half and shifting are exact in float32."""
-        if int(self.groups) != 1 or bool((self.multiplier != 1).any()):
-            return False
-        reach = self.reach
-        mass = self.weight.abs().flatten(1).sum(1, dtype=torch.int64) * reach
-        return float((mass + self.bias.abs() + self._half()).max()) <= PARTIAL_LIMIT
+    def _float32_steps(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(B + 2^(S-1), 2^-S)`` as float32 (N, C, H, W)-broadcastable, if ``|sum| + |B| +
+        2^(S-1)`` stays within 2^24 for every input, so that adding them and shifting are
+        exact in float32; else None. Cached until a buffer changes."""
+        key = tuple((t.data_ptr(), t._version) for t in self.buffers())
+        if self._steps_key != key:
+            self._steps_key, self._steps = key, None
+            if int(self.groups) == 1 and not bool((self.multiplier != 1).any()):
+                mass = self.weight.abs().flatten(1).sum(1, dtype=torch.int64) * self.reach
+                if float((mass + self.bias.abs() + self._half()).max()) <= PARTIAL_LIMIT:
+                    self._steps = ((self.bias.double() + self._half()).float().view(1, -1, 1, 1),
+                                   torch.pow(2.0, -self.shift.double()).float().view(1, -1, 1, 1))
+        return self._steps
 
     def _half(self) -> torch.Tensor:
         shift = self.shift.double()
@@ -178,13 +185,13 @@ class Int8Conv(nn.Module):
         """``clamp(floor((acc M + 2^(S-1)) / 2^S), 0, 127)`` as uint8, channels-last; in float32
         where that is exact (the fast path: 4-byte elements), else in float64."""
         acc = self._sums(values)
-        if acc.dtype == torch.float32:  # M = 1: one exact addition of B + 2^(S-1)
-            acc.add_((self.bias.double() + self._half()).float().view(1, -1, 1, 1))
-        else:
-            acc.add_(self.bias.double().view(1, -1, 1, 1))
-            acc.mul_(self.multiplier.double().view(1, -1, 1, 1))
-            acc.add_(self._half().view(1, -1, 1, 1))
-        acc.mul_(torch.pow(2.0, -self.shift.double()).to(acc.dtype).view(1, -1, 1, 1))
+        if acc.dtype == torch.float32:  # M = 1: one exact addition of B + 2^(S-1), a shift
+            offset, scale = self._float32_steps()
+            return _as_activation(acc.add_(offset).mul_(scale))
+        acc.add_(self.bias.double().view(1, -1, 1, 1))
+        acc.mul_(self.multiplier.double().view(1, -1, 1, 1))
+        acc.add_(self._half().view(1, -1, 1, 1))
+        acc.mul_(torch.pow(2.0, -self.shift.double()).view(1, -1, 1, 1))
         return _as_activation(acc)
 
 
