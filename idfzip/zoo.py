@@ -75,11 +75,17 @@ SHIPPED: dict[str, ShippedModel] = {
         "d1f858ff262c79d8621b3c5be76cf2f511944a84474c1f766875a84aa8fe57e1"),
     "photo": ShippedModel(
         "photo", "photo.pt", "24dff000f44c4f73d63492b5c6d6bfc9d48b8d3460cd62f6e78d0cd0c76bd6c8"),
+    "photo-int8": ShippedModel(  # photo in the 8-bit arithmetic: ~1.6x its speed, +0.024 bpd
+        "photo-int8", "photo-int8.pt",
+        "7a3f19523483423e378ca02e7a475f8e18ee9cc63609d0c7caf02b0d94abd739", "int8"),
     "photo-grey": ShippedModel(
         "photo-grey", "photo-grey.pt",
         "ce3cf21de37d2a009c287a84752036a5c483627fc47bd2764ca3ee5dc6d995f8"),
     "cifar10": ShippedModel(
         "cifar10", "cifar10.pt", "ab2c6ac5f787392abccfa394b982caf79208bb99bc5acfb8d758426f54d9cd64"),
+    "cifar10-int8": ShippedModel(  # cifar10 in the 8-bit arithmetic: +0.022 bpd
+        "cifar10-int8", "cifar10-int8.pt",
+        "67434443b4d658265e04a3291d2d9a9087d6cdf1e3627bedb18b05fb4c7dc824", "int8"),
 }
 
 
