@@ -4,8 +4,8 @@ same exact integers, so a file coded with one decodes with any other.
 * ``reference``: int64 convolution; slow, CPU only; what the tests hold the others to.
 * ``onednn``: oneDNN's int8 convolution (``torch.ops.onednn.qconv2d_pointwise``, unit scales,
   float32 output, which is the int32 accumulator exactly below 2^24; the first layer, whose
-  inputs are latents and whose channels are few, as a float32 convolution); the fast CPU path, on
-  AVX2 as well as on VNNI / AMX (the 7-bit inputs keep AVX2's 16-bit pair sums from
+  inputs are latents and whose channels are few, as a float32 convolution); the fast CPU
+  path, on AVX2 as well as on VNNI / AMX (the 7-bit inputs keep AVX2's 16-bit pair sums from
   saturating). It is an internal PyTorch operator: :func:`onednn_exact` checks it once per
   process against the reference on the bound's worst cases before it is used.
 * ``float32``: float32 convolutions, group by group; the GPU path and the fallback of CPUs
@@ -13,8 +13,8 @@ same exact integers, so a file coded with one decodes with any other.
   float32 everywhere, no cuDNN on GPUs), which the codec sets.
 
 Each backend convolves the input channel groups of the layer's bound one at a time; several
-groups' sums are added in float64 (every partial sum is an integer of at most 2^24, every total below
-2^53: exact in any order).
+groups' sums are added in float64 (every partial sum is an integer of at most 2^24, every
+total below 2^53: exact in any order).
 """
 
 from __future__ import annotations
@@ -71,9 +71,9 @@ def conv_sum(values: torch.Tensor, zero: int, conv) -> torch.Tensor:
 
 
 def _group_ranges(channels: int, groups: int) -> list[tuple[int, int]]:
-    sizes = [len(t) for t in torch.tensor_split(torch.arange(channels), groups)]
-    starts = [sum(sizes[:k]) for k in range(groups)]
-    return [(s, s + n) for s, n in zip(starts, sizes)]
+    """(start, stop) of each input-channel group, as ``torch.tensor_split`` cuts them."""
+    return [(int(t[0]), int(t[-1]) + 1)
+            for t in torch.tensor_split(torch.arange(channels), groups)]
 
 
 def _reference(values, zero, conv, start, stop) -> torch.Tensor:

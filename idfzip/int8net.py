@@ -62,15 +62,18 @@ def requantization(ratio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return multiplier.long(), shift.long()
 
 
-def input_groups(weight: torch.Tensor, top: int = ACTIVATION_TOP) -> int:
-    """The fewest contiguous groups of input channels (``torch.tensor_split``) for which every
-    output channel's ``top * sum |W|`` over each group is at most ``PARTIAL_LIMIT``."""
+def largest_group_sum(weight: torch.Tensor, groups: int) -> float:
+    """The largest ``sum |W|`` of one output channel over one of ``groups`` contiguous groups
+    of input channels (``torch.tensor_split``): what the bound limits."""
     mass = weight.double().abs().sum(dim=(2, 3))  # (out, in)
-    if float(mass.sum(1).max()) * top > PARTIAL_LIMIT * mass.shape[1]:
-        raise ValueError("a single input channel's weights exceed the partial-sum bound")
-    for groups in range(1, mass.shape[1] + 1):
-        parts = torch.tensor_split(mass, groups, dim=1)
-        if all(float(p.sum(1).max()) * top <= PARTIAL_LIMIT for p in parts):
+    return max(float(part.sum(1).max()) for part in torch.tensor_split(mass, groups, dim=1))
+
+
+def input_groups(weight: torch.Tensor, top: int = ACTIVATION_TOP) -> int:
+    """The fewest contiguous groups of input channels for which every output channel's
+    ``top * sum |W|`` over each group is at most ``PARTIAL_LIMIT``."""
+    for groups in range(1, weight.shape[1] + 1):
+        if largest_group_sum(weight, groups) * top <= PARTIAL_LIMIT:
             return groups
     raise ValueError("a single input channel's weights exceed the partial-sum bound")
 
@@ -143,11 +146,8 @@ class Int8Conv(nn.Module):
         within ``PARTIAL_LIMIT`` and the accumulator within int32: what makes every backend
         exact (run at export and on every loaded model file)."""
         check_accumulator(self.weight, self.bias, self.first)
-        for part in torch.tensor_split(self.weight.abs().sum(dim=(2, 3), dtype=torch.int64),
-                                       int(self.groups), dim=1):
-            if int(part.sum(1).max()) * self.reach > PARTIAL_LIMIT:
-                raise ValueError("a layer's input groups do not keep its partial sums within "
-                                 "2^24")
+        if largest_group_sum(self.weight, int(self.groups)) * self.reach > PARTIAL_LIMIT:
+            raise ValueError("a layer's input groups do not keep its partial sums within 2^24")
 
     def _sums(self, values: torch.Tensor) -> torch.Tensor:
         """``conv(values, W)`` (no bias): float32 where the steps that follow are exact in it
@@ -165,7 +165,7 @@ class Int8Conv(nn.Module):
         if self._steps_key != key:
             self._steps_key, self._steps = key, None
             if int(self.groups) == 1 and not bool((self.multiplier != 1).any()):
-                mass = self.weight.abs().flatten(1).sum(1, dtype=torch.int64) * self.reach
+                mass = self.weight.long().abs().flatten(1).sum(1) * self.reach
                 if float((mass + self.bias.abs() + self._half()).max()) <= PARTIAL_LIMIT:
                     self._steps = ((self.bias.double() + self._half()).float().view(1, -1, 1, 1),
                                    torch.pow(2.0, -self.shift.double()).float().view(1, -1, 1, 1))
@@ -214,6 +214,10 @@ class Int8ConvNet(ExactNet):
         layers = [Int8Conv(*net.folded_weights(c), c.padding, s, last=(i == len(convs) - 1))
                   for i, (c, s) in enumerate(zip(convs, scales))]
         super().__init__(layers, net.gain is not None)
+
+    def check_bound(self) -> None:
+        for conv in self.convs:
+            conv.check_bound()
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.clamp(-LATENT_LIMIT, LATENT_LIMIT - 1).float()  # integers: exact in float32

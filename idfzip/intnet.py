@@ -153,6 +153,10 @@ class ExactNet(nn.Module):
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def check_bound(self) -> None:
+        """Raise ValueError if the integers (as loaded from a file) break the bound that makes
+        the arithmetic exact. A limb network's weight exponents keep it by construction."""
+
     def float_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per layer, the real weight and bias the export computes with (for training on)."""
         raise NotImplementedError

@@ -53,11 +53,12 @@ class ConvNet(nn.Module):
     network has no extra operation.
 
     With ``fake_quant`` set to an arithmetic (quantisation-aware training), weights, biases and
-    activations are rounded to the grids of that integer export in the forward pass, so the float network
-    computes what its export will. With ``hidden_dtype`` set (training in bfloat16), all but
-    the last convolution run autocast to that type, faster on CPUs with bfloat16 units (AMX)
-    and on GPUs; the last one stays in float32 because its outputs (translations, prior means)
-    live in latent units, where bfloat16 would be coarser than an integer step.
+    activations are rounded to the grids of that integer export in the forward pass, so the
+    float network computes what its export will. With ``hidden_dtype`` set (training in
+    bfloat16), all but the last convolution run autocast to that type, faster on CPUs with
+    bfloat16 units (AMX) and on GPUs; the last one stays in float32 because its outputs
+    (translations, prior means) live in latent units, where bfloat16 would be coarser than an
+    integer step.
     """
 
     def __init__(self, in_channels: int, out_channels: int, hidden: int, depth: int,

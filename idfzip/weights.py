@@ -9,8 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .int8net import Int8Conv
-from .intnet import arithmetic_of, to_integer
+from .intnet import ExactNet, arithmetic_of, to_integer
 from .model import FlowConfig, IntegerDiscreteFlow
 
 MODEL_FORMAT = "idfzip-model/2"
@@ -105,7 +104,7 @@ def load_model_file(path: str | Path, expected_sha256: str | None = None) -> Int
             model = to_integer(model, blob.get("arithmetic") or "limb")
         model.load_state_dict(blob["state_dict"])
         for module in model.modules():
-            if isinstance(module, Int8Conv):
+            if isinstance(module, ExactNet):
                 module.check_bound()
     except (TypeError, ValueError, RuntimeError) as err:
         raise ModelError(f"{path}: model configuration does not fit its weights ({err})") from None

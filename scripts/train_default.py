@@ -73,12 +73,12 @@ def recipe(preset: str, data: list[Path], batch: int, crop: int, eval_every: int
            anneal_from: int, anneal_decay: float, steps: int, lr: float = 3e-3,
            warmup: int = 500, holdout: float = 0.02, init=None, decay: float = 0.97,
            seed: int = 0, arithmetic: str = "limb") -> dict:
-    """Data and ``idfzip train`` arguments of one shipped model: Adamax at ``lr`` with
-    ``warmup`` warm-up steps and ``decay`` per 1000 steps, then annealed from ``anneal_from``
-    (None: never). With ``init``, training starts from that model file (grown to ``preset`` if
-    it has fewer flow steps, simpler priors or no colour transform). A data entry or ``init`` may be a function
-    that makes the folder or file. With ``arithmetic="int8"`` it trains on the 8-bit export's
-    grids (quantisation-aware) and is exported to that arithmetic."""
+    """Data and ``idfzip train`` arguments of one shipped model: Adamax at ``lr`` with ``warmup``
+    warm-up steps and ``decay`` per 1000 steps, then annealed from ``anneal_from`` (None:
+    never). With ``init``, training starts from that model file (grown to ``preset`` if it has
+    fewer flow steps, simpler priors or no colour transform). A data entry or ``init`` may be a
+    function that makes the folder or file. With ``arithmetic="int8"`` it trains on the 8-bit
+    export's grids (quantisation-aware) and is exported to that arithmetic."""
     return {"data": data, "steps": steps, "init": init, "arithmetic": arithmetic,
             "args": ["--preset", preset, "--batch-size", str(batch), "--crop", str(crop),
                      "--eval-every", str(eval_every), "--lr", str(lr), "--warmup-steps",
@@ -104,7 +104,7 @@ RECIPES = {
     "photo": recipe("photo", [*PHOTOS_MORE, debian_half], 16, 64, 2000, None, 0.85, PHOTO_STEPS,
                     lr=5e-4, warmup=100, decay=0.9, seed=1, init=photo_d384f497),
     # release 24dff000 fine-tuned on the 8-bit export's grids (issue #14)
-    "photo-int8": recipe("photo-int8", [*PHOTOS_MORE, debian_half], 16, 64, 500, None, 0.85, 6000,
+    "photo-int8": recipe("photo", [*PHOTOS_MORE, debian_half], 16, 64, 500, None, 0.85, 6000,
                          lr=2e-4, warmup=50, decay=0.7, seed=3, init=float_weights("photo"),
                          arithmetic="int8"),
     "photo-deep": recipe("photo-deep", PHOTOS, 16, 64, 500, 6000, 0.85, 16000, lr=5e-4,
@@ -112,7 +112,7 @@ RECIPES = {
     "photo-grey": recipe("photo-grey", PHOTOS, 16, 64, 500, 7800, 0.8, 16000),
     "cifar10": recipe("cifar10", [SHARED / "cifar10"], 32, 32, 1000, 7200, 0.9, 35000),
     # release ab2c6ac5 fine-tuned on the 8-bit export's grids (issue #14)
-    "cifar10-int8": recipe("cifar10-int8", [SHARED / "cifar10"], 32, 32, 500, None, 0.85, 6000,
+    "cifar10-int8": recipe("cifar10", [SHARED / "cifar10"], 32, 32, 500, None, 0.85, 6000,
                            lr=2e-4, warmup=50, decay=0.7, seed=3, init=float_weights("cifar10"),
                            arithmetic="int8"),
 }
