@@ -19,7 +19,7 @@ from .data import DataError
 from .files import read_input, refuse_to_clobber
 from .imageio import ImageReadError, image_grid, read_image, to_pil
 from .nets import PRECISIONS
-from .runtime import available_cores, threads_per_process
+from .runtime import available_cores, fastest_precision, threads_per_process
 from .weights import ModelError
 from .zoo import DEFAULT_MODEL, PRESETS
 
@@ -245,8 +245,9 @@ def models():
                    "without it) or int8 (needed: calibrates the activations at the start, "
                    "then export with --arithmetic int8).")
 @click.option("--precision", type=click.Choice(list(PRECISIONS)), default=None,
-              help="bfloat16 runs the networks' hidden layers in bfloat16: faster on GPUs "
-                   "and CPUs with bfloat16 units (AMX), slower on others [float32].")
+              help="Of the networks' hidden layers [default: bfloat16 on GPUs and on CPUs "
+                   "with bfloat16 units (AVX-512 BF16, AMX), where it is faster; else "
+                   "float32].")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt if it exists.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None,
@@ -265,6 +266,7 @@ def train(sources, preset, out_dir, init_model, resume, device, threads, quiet, 
     use_threads(threads)
     names = {f.name for f in fields(TrainConfig)}
     settings = {k: v for k, v in overrides.items() if v is not None and k in names}
+    settings.setdefault("precision", fastest_precision(device))
     config = TrainConfig(**settings)
     init = None
     if init_model:

@@ -111,24 +111,15 @@ RECIPES = {
                          warmup=200, init=EARLIER_PHOTO),
     "photo-grey": recipe("photo-grey", PHOTOS, 16, 64, 500, 7800, 0.8, 16000),
     "cifar10": recipe("cifar10", [SHARED / "cifar10"], 32, 32, 1000, 7200, 0.9, 35000),
+    # release ab2c6ac5 read through YCoCg-R (idfzip.growth.recolour) and trained on
+    "cifar10-ycocg": recipe("cifar10-ycocg", [SHARED / "cifar10"], 32, 32, 2000, None, 0.85,
+                            20000, lr=1e-3, warmup=200, decay=0.88, seed=2,
+                            init=float_weights("cifar10")),
     # release ab2c6ac5 fine-tuned on the 8-bit export's grids (issue #14)
     "cifar10-int8": recipe("cifar10", [SHARED / "cifar10"], 32, 32, 500, None, 0.85, 6000,
                            lr=2e-4, warmup=50, decay=0.7, seed=3, init=float_weights("cifar10"),
                            arithmetic="int8"),
 }
-
-
-def fastest_precision(device: str) -> str:
-    """bfloat16 where the hardware has bfloat16 units (GPUs; CPUs with AVX-512 BF16 or AMX),
-    float32 elsewhere: on an AVX2-only CPU a bfloat16 step measured 5x slower than float32.
-    The precision changes the speed, not the recipe: a checkpoint resumes in either."""
-    if device != "cpu":
-        return "bfloat16"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "float32"
-    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
 
 
 def run(name: str, args: argparse.Namespace) -> Path:
@@ -151,7 +142,8 @@ def run(name: str, args: argparse.Namespace) -> Path:
         cmd += ["--data", str(source() if callable(source) else source)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    cmd += ["--precision", args.precision or fastest_precision(args.device)]
+    if args.precision:
+        cmd += ["--precision", args.precision]
     init = recipe["init"]
     if init and not (out / "checkpoint.pt").exists():
         cmd += ["--init", str(init() if callable(init) else init)]

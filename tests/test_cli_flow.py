@@ -12,6 +12,7 @@ from PIL import Image
 from idfzip import IntegerDiscreteFlow
 from idfzip.cli import main
 from idfzip.intnet import to_float, to_integer
+from idfzip.runtime import fastest_precision
 from idfzip.weights import load_model_file, save_model
 from idfzip.zoo import DEFAULT_MODELS, PRESETS, SHIPPED
 
@@ -70,6 +71,8 @@ def test_train_from_the_command_line(tmp_path, photo):
                     "--threads", 1, "-q")
     assert result.exit_code == 0, result.output
     assert (out / "model.pt").exists() and (out / "checkpoint.pt").exists()
+    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert state["train_config"]["precision"] == fastest_precision("cpu")  # the default
     result = invoke("bpd", photo, "--model", out / "model.pt")
     assert result.exit_code == 0, result.output
 

@@ -183,6 +183,16 @@ def test_threads_per_process_share_the_cores():
     assert runtime.threads_per_process(6, 4, default=16, cores=16) == 6  # --threads wins
 
 
+def test_training_precision_is_bfloat16_only_where_the_hardware_has_bfloat16_units():
+    assert runtime.fastest_precision("cuda") == "bfloat16"
+    avx2 = "flags\t\t: fpu sse2 avx avx2 fma avx512f avx512_vnni\n"
+    assert runtime.fastest_precision("cpu", avx2) == "float32"
+    assert runtime.fastest_precision("cpu", avx2.replace("fma", "fma avx512_bf16")) == "bfloat16"
+    assert runtime.fastest_precision("cpu", avx2.replace("fma", "amx_bf16 amx_tile")) == "bfloat16"
+    assert runtime.fastest_precision("cpu", "") == "float32"  # no /proc/cpuinfo to read
+    assert runtime.fastest_precision("cpu") in ("float32", "bfloat16")  # this machine's
+
+
 def test_idle_threads_are_made_to_sleep_only_where_that_is_safe():
     env = {}
     assert runtime.quiet_thread_waits(env, modules={}) is True
