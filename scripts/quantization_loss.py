@@ -6,7 +6,10 @@ integer export (the one the coder uses), on Kodak and CIFAR-10 test.
     python scripts/quantization_loss.py --model photo --cifar-model cifar10 \\
         --arithmetic int8 --calibrate
 
-A shipped (integer) model stands for its float weights (``intnet.to_float``). With
+A shipped (integer) model stands for its float weights (``intnet.to_float``). ``--parts`` also
+scores the export's weights in a float network (``to_float`` of the export: every weight, bias
+and output factor on its grid, activations unrounded), which splits the cost into what the
+weight grids and what the activation grid take. With
 ``--calibrate`` the float model's hidden activations are first rescaled to fill the 8-bit grid
 (``calibration.fill_activation_range``, which leaves the float model's bpd as it was) on
 training images: 16 photo crops (256x256) from ``photos_train/crops.npz`` and 256 CIFAR-10 training
@@ -56,6 +59,8 @@ def main() -> None:
     p.add_argument("--arithmetic", choices=["limb", "int8"], default="limb")
     p.add_argument("--calibrate", action="store_true",
                    help="rescale the activations on training images first (for int8)")
+    p.add_argument("--parts", action="store_true",
+                   help="also split the loss into the weight grids' and the activations'")
     p.add_argument("--kodak", default=str(SHARED / "kodak"))
     p.add_argument("--cifar", default=str(SHARED / "cifar10"))
     p.add_argument("--photo-crops", default=str(SHARED / "photos_train" / "crops.npz"))
@@ -75,6 +80,11 @@ def main() -> None:
         a, b = bpd(fl, images, batch), bpd(it, images, batch)
         print(f"{label}: float {a:.5f} bpd, {args.arithmetic} {b:.5f} bpd, loss {b - a:+.5f} "
               f"bpd ({len(images)} images)", flush=True)
+        if args.parts:
+            from idfzip.intnet import to_float
+            w = bpd(to_float(it), images, batch)
+            print(f"{label}: weights on the grid {w - a:+.5f} bpd, then activations on the "
+                  f"grid {b - w:+.5f} bpd", flush=True)
 
 
 if __name__ == "__main__":

@@ -96,8 +96,8 @@ RECIPES = {
     "photo-v2": recipe("photo-v2", PHOTOS_MORE, 128, 64, 500, 10000, 0.85, 11000, lr=1.5e-3,
                        holdout=0.05),
     # photo release 24dff000's weights reading YCoCg-R (growth.recolour), trained on
-    "photo-ycocg": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 2000, None, 0.85,
-                          30000, lr=1e-3, warmup=200, decay=0.92, seed=2,
+    "photo-ycocg": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 2000, 21000, 0.7,
+                          26000, lr=1e-3, warmup=200, decay=0.92, seed=2,
                           init=float_weights("photo")),
     # release d384f497 (see the README) with its top latent in two groups, fine-tuned further;
     # its first 6,000 steps are scripts/ab_study.py's variant top2
