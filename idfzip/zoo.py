@@ -47,8 +47,8 @@ PRESETS: dict[str, FlowConfig] = {
     # The literature's CIFAR-10 benchmark (32x32 images).
     "cifar10": FlowConfig(channels=3, levels=3, steps_per_level=4, hidden=64, depth=2,
                           prior_hidden=64, prior_depth=2),
-    # cifar10's layout behind a YCoCg-R colour transform, trained on from cifar10's weights.
-    # In training; not shipped.
+    # cifar10's layout behind a YCoCg-R colour transform: the shipped cifar10 since release
+    # fca2c150 (release ab2c6ac5 recoloured, idfzip.growth.recolour, and trained on).
     "cifar10-ycocg": FlowConfig(channels=3, levels=3, steps_per_level=4, hidden=64, depth=2,
                                 prior_hidden=64, prior_depth=2, colour_transform="ycocg-r"),
 }
@@ -79,9 +79,10 @@ SHIPPED: dict[str, ShippedModel] = {
     "photo-grey": ShippedModel(
         "photo-grey", "photo-grey.pt",
         "ce3cf21de37d2a009c287a84752036a5c483627fc47bd2764ca3ee5dc6d995f8"),
-    "cifar10": ShippedModel(
-        "cifar10", "cifar10.pt", "ab2c6ac5f787392abccfa394b982caf79208bb99bc5acfb8d758426f54d9cd64"),
-    "cifar10-int8": ShippedModel(  # cifar10 in the 8-bit arithmetic: +0.022 bpd
+    "cifar10": ShippedModel(  # release ab2c6ac5 read through YCoCg-R, trained on
+        "cifar10-ycocg", "cifar10.pt",
+        "fca2c15021c06c2210c35389e665f0b265b6a27e5094bafcfa31a5752878022a"),
+    "cifar10-int8": ShippedModel(  # cifar10 release ab2c6ac5 in the 8-bit arithmetic: +0.022
         "cifar10", "cifar10-int8.pt",
         "67434443b4d658265e04a3291d2d9a9087d6cdf1e3627bedb18b05fb4c7dc824", "int8"),
 }
@@ -98,7 +99,9 @@ EARLIER: dict[str, tuple[ShippedModel, ...]] = {
     "photo-grey": (ShippedModel(
         "photo-grey", "photo-grey-162fe29a.pt",
         "162fe29a3a8a94a55e38edcb81cc23f46873dc6a5680e255518b1663c01dab3a"),),
-    "cifar10": (ShippedModel("cifar10", "cifar10-291f5ecb.pt",
+    "cifar10": (ShippedModel("cifar10", "cifar10-ab2c6ac5.pt",
+                             "ab2c6ac5f787392abccfa394b982caf79208bb99bc5acfb8d758426f54d9cd64"),
+                ShippedModel("cifar10", "cifar10-291f5ecb.pt",
                              "291f5ecba1b305c0a3a041792e967901c3752459b7a2a8e9632495bf4b0b98f8"),),
 }
 
@@ -191,6 +194,7 @@ def shipped_table() -> list[dict]:
                 DEFAULT_MODELS.items() if default == name]
         rows.append({"model": name, "images": "RGB" if config.channels == 3 else "grey",
                      "flow": f"{config.levels} levels x {config.steps_per_level} steps",
+                     "colour": "-" if config.colour_transform == "none" else config.colour_transform,
                      "parameters": f"{params / 1e6:.2f}M", "arithmetic": entry.arithmetic,
                      "sha256": entry.sha256[:8],
                      "earlier releases": str(len(EARLIER.get(name, ()))),

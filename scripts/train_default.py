@@ -96,8 +96,8 @@ RECIPES = {
     "photo-v2": recipe("photo-v2", PHOTOS_MORE, 128, 64, 500, 10000, 0.85, 11000, lr=1.5e-3,
                        holdout=0.05),
     # photo release 24dff000's weights reading YCoCg-R (growth.recolour), trained on
-    "photo-ycocg": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 2000, 21000, 0.7,
-                          26000, lr=1e-3, warmup=200, decay=0.92, seed=2,
+    "photo-ycocg": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 2000, 19000, 0.7,
+                          24000, lr=1e-3, warmup=200, decay=0.92, seed=2,
                           init=float_weights("photo")),
     # release d384f497 (see the README) with its top latent in two groups, fine-tuned further;
     # its first 6,000 steps are scripts/ab_study.py's variant top2
@@ -110,14 +110,16 @@ RECIPES = {
     "photo-deep": recipe("photo-deep", PHOTOS, 16, 64, 500, 6000, 0.85, 16000, lr=5e-4,
                          warmup=200, init=EARLIER_PHOTO),
     "photo-grey": recipe("photo-grey", PHOTOS, 16, 64, 500, 7800, 0.8, 16000),
-    "cifar10": recipe("cifar10", [SHARED / "cifar10"], 32, 32, 1000, 7200, 0.9, 35000),
+    # release ab2c6ac5 (from scratch), the start of release fca2c150
+    "cifar10-ab2c6ac5": recipe("cifar10", [SHARED / "cifar10"], 32, 32, 1000, 7200, 0.9, 35000),
     # release ab2c6ac5 read through YCoCg-R (idfzip.growth.recolour) and trained on
-    "cifar10-ycocg": recipe("cifar10-ycocg", [SHARED / "cifar10"], 32, 32, 2000, None, 0.85,
-                            20000, lr=1e-3, warmup=200, decay=0.88, seed=2,
-                            init=float_weights("cifar10")),
+    "cifar10": recipe("cifar10-ycocg", [SHARED / "cifar10"], 32, 32, 2000, 10000, 0.7, 14000,
+                      lr=1e-3, warmup=200, decay=0.88, seed=2,
+                      init=float_weights("cifar10-ab2c6ac5")),
     # release ab2c6ac5 fine-tuned on the 8-bit export's grids (issue #14)
     "cifar10-int8": recipe("cifar10", [SHARED / "cifar10"], 32, 32, 500, None, 0.85, 6000,
-                           lr=2e-4, warmup=50, decay=0.7, seed=3, init=float_weights("cifar10"),
+                           lr=2e-4, warmup=50, decay=0.7, seed=3,
+                           init=float_weights("cifar10-ab2c6ac5"),
                            arithmetic="int8"),
 }
 

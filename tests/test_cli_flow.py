@@ -103,6 +103,8 @@ def test_models_lists_every_shipped_model_and_the_defaults():
         assert f"default for {kind}" in lines[DEFAULT_MODELS[channels]]
     for name, entry in SHIPPED.items():
         assert entry.sha256[:8] in lines[name]
+        colour = PRESETS[entry.preset].colour_transform
+        assert (colour in lines[name].split()) == (colour != "none")
 
 
 @pytest.mark.parametrize("args, message", [
