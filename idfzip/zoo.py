@@ -22,7 +22,9 @@ from .weights import ModelError, load_model_file, weights_sha256
 
 PRESETS: dict[str, FlowConfig] = {
     # Photos of any size: four levels, so the top latent is 1/16 of the dims; it is coded in
-    # two channel groups, the second conditioned on the first (see scripts/ab_study.py).
+    # two channel groups, the second conditioned on the first (see scripts/ab_study.py). The
+    # layout of photo's release 24dff000 and of photo-int8; the shipped photo has it behind
+    # a colour transform (photo-ycocg).
     "photo": FlowConfig(channels=3, levels=4, steps_per_level=4, hidden=64, depth=2,
                         prior_hidden=64, prior_depth=2, top_stages=2),
     # photo's layout up to release d384f497: the top latent in one group, unconditioned.
@@ -36,8 +38,8 @@ PRESETS: dict[str, FlowConfig] = {
     "photo-v2": FlowConfig(channels=3, levels=4, steps_per_level=4, hidden=256, depth=2,
                            prior_hidden=256, prior_depth=2),
     # photo's layout behind a YCoCg-R colour transform (the from-scratch A/B's clear winner,
-    # scripts/ab_study.py), trained on from photo's weights (idfzip.growth.recolour).
-    # In training; not shipped.
+    # scripts/ab_study.py): the shipped photo since release affb10d8 (release 24dff000
+    # recoloured, idfzip.growth.recolour, and trained on).
     "photo-ycocg": FlowConfig(channels=3, levels=4, steps_per_level=4, hidden=64, depth=2,
                               prior_hidden=64, prior_depth=2, top_stages=2,
                               colour_transform="ycocg-r"),
@@ -71,9 +73,10 @@ SHIPPED: dict[str, ShippedModel] = {
     "photo-deep": ShippedModel(  # files ~0.2% smaller than photo's, at 0.6x its speed
         "photo-deep", "photo-deep.pt",
         "d1f858ff262c79d8621b3c5be76cf2f511944a84474c1f766875a84aa8fe57e1"),
-    "photo": ShippedModel(
-        "photo", "photo.pt", "24dff000f44c4f73d63492b5c6d6bfc9d48b8d3460cd62f6e78d0cd0c76bd6c8"),
-    "photo-int8": ShippedModel(  # photo in the 8-bit arithmetic: ~2x its speed, +0.024 bpd
+    "photo": ShippedModel(  # release 24dff000 read through YCoCg-R, trained on
+        "photo-ycocg", "photo.pt",
+        "affb10d8f8d23924b8f94804144cec3bdea01ef4c9291da65c150c54c1af63bb"),
+    "photo-int8": ShippedModel(  # photo release 24dff000 in the 8-bit arithmetic: ~2x speed
         "photo", "photo-int8.pt",
         "7a3f19523483423e378ca02e7a475f8e18ee9cc63609d0c7caf02b0d94abd739", "int8"),
     "photo-grey": ShippedModel(
@@ -90,7 +93,9 @@ SHIPPED: dict[str, ShippedModel] = {
 
 # Weights that ``SHIPPED`` had in earlier releases; decoding picks them by the id in a file.
 EARLIER: dict[str, tuple[ShippedModel, ...]] = {
-    "photo": (ShippedModel("photo-r1", "photo-d384f497.pt",
+    "photo": (ShippedModel("photo", "photo-24dff000.pt",
+                           "24dff000f44c4f73d63492b5c6d6bfc9d48b8d3460cd62f6e78d0cd0c76bd6c8"),
+              ShippedModel("photo-r1", "photo-d384f497.pt",
                            "d384f497df78e09a0039f3211b3a75fb076a3085502fd7e15d79037084c59e03"),
               ShippedModel("photo-r1", "photo-787b2fa4.pt",
                            "787b2fa4ee1c7de5c15287901fcbfb0a97ba0a7a7fe12e523927401d694d5c11"),

@@ -89,24 +89,23 @@ def recipe(preset: str, data: list[Path], batch: int, crop: int, eval_every: int
                      *(["--fake-quant", "int8"] if arithmetic == "int8" else [])]}
 
 
-PHOTO_STEPS = 20000  # set to the step the shipped run reached
-
 RECIPES = {
     # One H100 for 18 min, shared with the 4 other runs of scripts/scaling_study.py (~10 steps/s)
     "photo-v2": recipe("photo-v2", PHOTOS_MORE, 128, 64, 500, 10000, 0.85, 11000, lr=1.5e-3,
                        holdout=0.05),
-    # photo release 24dff000's weights reading YCoCg-R (growth.recolour), trained on
-    "photo-ycocg": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 2000, 19000, 0.7,
-                          24000, lr=1e-3, warmup=200, decay=0.92, seed=2,
-                          init=float_weights("photo")),
     # release d384f497 (see the README) with its top latent in two groups, fine-tuned further;
     # its first 6,000 steps are scripts/ab_study.py's variant top2
-    "photo": recipe("photo", [*PHOTOS_MORE, debian_half], 16, 64, 2000, None, 0.85, PHOTO_STEPS,
-                    lr=5e-4, warmup=100, decay=0.9, seed=1, init=photo_d384f497),
+    "photo-24dff000": recipe("photo", [*PHOTOS_MORE, debian_half], 16, 64, 2000, None, 0.85,
+                             20000, lr=5e-4, warmup=100, decay=0.9, seed=1,
+                             init=photo_d384f497),
+    # release 24dff000 read through YCoCg-R (growth.recolour) and trained on
+    "photo": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 2000, 19000, 0.7,
+                    24000, lr=1e-3, warmup=200, decay=0.92, seed=2,
+                    init=float_weights("photo-24dff000")),
     # release 24dff000 fine-tuned on the 8-bit export's grids (issue #14)
     "photo-int8": recipe("photo", [*PHOTOS_MORE, debian_half], 16, 64, 500, None, 0.85, 6000,
-                         lr=2e-4, warmup=50, decay=0.7, seed=3, init=float_weights("photo"),
-                         arithmetic="int8"),
+                         lr=2e-4, warmup=50, decay=0.7, seed=3,
+                         init=float_weights("photo-24dff000"), arithmetic="int8"),
     "photo-deep": recipe("photo-deep", PHOTOS, 16, 64, 500, 6000, 0.85, 16000, lr=5e-4,
                          warmup=200, init=EARLIER_PHOTO),
     "photo-grey": recipe("photo-grey", PHOTOS, 16, 64, 500, 7800, 0.8, 16000),
