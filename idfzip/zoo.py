@@ -199,7 +199,8 @@ def shipped_table() -> list[dict]:
                 DEFAULT_MODELS.items() if default == name]
         rows.append({"model": name, "images": "RGB" if config.channels == 3 else "grey",
                      "flow": f"{config.levels} levels x {config.steps_per_level} steps",
-                     "colour": "-" if config.colour_transform == "none" else config.colour_transform,
+                     "colour": {"none": "-"}.get(config.colour_transform,
+                                                 config.colour_transform),
                      "parameters": f"{params / 1e6:.2f}M", "arithmetic": entry.arithmetic,
                      "sha256": entry.sha256[:8],
                      "earlier releases": str(len(EARLIER.get(name, ()))),

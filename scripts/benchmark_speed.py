@@ -153,11 +153,11 @@ def sweep_models(folder: Path, widths=(64, 128, 256)) -> list[tuple[str, Path]]:
         for arithmetic in ("limb", "int8"):
             path = folder / f"w{width}-{arithmetic}.pt"
             export = copy.deepcopy(model)
-            if arithmetic == "int8" and crops is not None:
+            calibrated = arithmetic == "int8" and crops is not None
+            if calibrated:
                 fill_activation_range(export, crops)
             save_model(to_integer(export, arithmetic), path)
-            out.append((f"{width} wide, {arithmetic}" + (" (calibrated)" if crops is not None
-                                                        and arithmetic == "int8" else ""),
+            out.append((f"{width} wide, {arithmetic}" + (" (calibrated)" if calibrated else ""),
                         path))
     return out
 

@@ -11,7 +11,8 @@ depths, each trained from scratch on the same data with the same recipe.
 ``launch`` trains every variant at once (one process each; on one GPU they share it) and stops
 them after ``--hours`` of wall time; every run resumes from its checkpoint, so a study can go
 on over several sittings (``trained_seconds`` in each checkpoint adds the sittings up). On a
-CPU, launch one variant at a time with ``--threads``, so that each has the cores to itself.
+CPU, give every variant the same share of it: one at a time with ``--threads``, or all at once
+with ``--threads 1`` pinned to the same cores (``taskset``), so that hours compare.
 The learning rate scales as 1/sqrt(width / 64) from the 64-wide model's 3e-3. ``report``
 fits each curve with a power law in training time and says what it predicts for 10x and
 100x the time (see :func:`fit_power_law`).

@@ -464,8 +464,8 @@ def test_requantization_near_powers_of_two():
 
 
 def test_check_accumulator_refuses_layers_that_could_leave_int32():
-    # the first layer reads latents up to 2^13 (+ a limb): FIRST_REACH sum|W| must stay below
-    # 2^31; n weights of 127 is the fewest that reach it (2033 for FIRST_REACH = 8319)
+    # the first layer reads latents up to 2^10: FIRST_REACH sum|W| must stay below 2^31; n
+    # weights of 127 is the fewest that reach it (16513 for FIRST_REACH = 1024)
     n = -(-(2**31) // (FIRST_REACH * TOP))
     weight = torch.full((2, n, 1, 1), TOP, dtype=torch.int8)
     zero = torch.zeros(2, dtype=torch.int64)

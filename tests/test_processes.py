@@ -189,8 +189,7 @@ def test_training_precision_is_bfloat16_only_where_the_hardware_has_bfloat16_uni
     assert runtime.fastest_precision("cpu", avx2) == "float32"
     assert runtime.fastest_precision("cpu", avx2.replace("fma", "fma avx512_bf16")) == "bfloat16"
     assert runtime.fastest_precision("cpu", avx2.replace("fma", "amx_bf16 amx_tile")) == "bfloat16"
-    assert runtime.fastest_precision("cpu", "") == "float32"  # no /proc/cpuinfo to read
-    assert runtime.fastest_precision("cpu") in ("float32", "bfloat16")  # this machine's
+    assert runtime.fastest_precision("cpu", "") == "float32"  # no flags at all
 
 
 def test_idle_threads_are_made_to_sleep_only_where_that_is_safe():
