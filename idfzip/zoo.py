@@ -76,18 +76,18 @@ SHIPPED: dict[str, ShippedModel] = {
     "photo": ShippedModel(  # release 24dff000 read through YCoCg-R, trained on
         "photo-ycocg", "photo.pt",
         "affb10d8f8d23924b8f94804144cec3bdea01ef4c9291da65c150c54c1af63bb"),
-    "photo-int8": ShippedModel(  # photo release 24dff000 in the 8-bit arithmetic: ~2x speed
-        "photo", "photo-int8.pt",
-        "7a3f19523483423e378ca02e7a475f8e18ee9cc63609d0c7caf02b0d94abd739", "int8"),
+    "photo-int8": ShippedModel(  # photo release affb10d8 in the 8-bit arithmetic: ~2x speed
+        "photo-ycocg", "photo-int8.pt",
+        "2ea29f1d5c38d97c6b35e2147414cdacef92883aad2cead0627ca097628fe714", "int8"),
     "photo-grey": ShippedModel(
         "photo-grey", "photo-grey.pt",
         "ce3cf21de37d2a009c287a84752036a5c483627fc47bd2764ca3ee5dc6d995f8"),
     "cifar10": ShippedModel(  # release ab2c6ac5 read through YCoCg-R, trained on
         "cifar10-ycocg", "cifar10.pt",
         "fca2c15021c06c2210c35389e665f0b265b6a27e5094bafcfa31a5752878022a"),
-    "cifar10-int8": ShippedModel(  # cifar10 release ab2c6ac5 in the 8-bit arithmetic: +0.022
-        "cifar10", "cifar10-int8.pt",
-        "67434443b4d658265e04a3291d2d9a9087d6cdf1e3627bedb18b05fb4c7dc824", "int8"),
+    "cifar10-int8": ShippedModel(  # cifar10 release fca2c150 in the 8-bit arithmetic: +0.019
+        "cifar10-ycocg", "cifar10-int8.pt",
+        "e812eb3ffe750086b4c3cc4cc640b601253204ec79411668905ff8030730e0e4", "int8"),
 }
 
 
@@ -101,6 +101,9 @@ EARLIER: dict[str, tuple[ShippedModel, ...]] = {
                            "787b2fa4ee1c7de5c15287901fcbfb0a97ba0a7a7fe12e523927401d694d5c11"),
               ShippedModel("photo-r1", "photo-cb8726df.pt",
                            "cb8726df11a26a072102bf56d7373e408bed5824ef02209672baec41003fafbb"),),
+    "photo-int8": (ShippedModel(  # photo release 24dff000 in the 8-bit arithmetic
+        "photo", "photo-int8-7a3f1952.pt",
+        "7a3f19523483423e378ca02e7a475f8e18ee9cc63609d0c7caf02b0d94abd739", "int8"),),
     "photo-grey": (ShippedModel(
         "photo-grey", "photo-grey-162fe29a.pt",
         "162fe29a3a8a94a55e38edcb81cc23f46873dc6a5680e255518b1663c01dab3a"),),
@@ -108,6 +111,9 @@ EARLIER: dict[str, tuple[ShippedModel, ...]] = {
                              "ab2c6ac5f787392abccfa394b982caf79208bb99bc5acfb8d758426f54d9cd64"),
                 ShippedModel("cifar10", "cifar10-291f5ecb.pt",
                              "291f5ecba1b305c0a3a041792e967901c3752459b7a2a8e9632495bf4b0b98f8"),),
+    "cifar10-int8": (ShippedModel(  # cifar10 release ab2c6ac5 in the 8-bit arithmetic
+        "cifar10", "cifar10-int8-67434443.pt",
+        "67434443b4d658265e04a3291d2d9a9087d6cdf1e3627bedb18b05fb4c7dc824", "int8"),),
 }
 
 

@@ -103,9 +103,13 @@ RECIPES = {
                     24000, lr=1e-3, warmup=200, decay=0.92, seed=2,
                     init=float_weights("photo-24dff000")),
     # release 24dff000 fine-tuned on the 8-bit export's grids (issue #14)
-    "photo-int8": recipe("photo", [*PHOTOS_MORE, debian_half], 16, 64, 500, None, 0.85, 6000,
-                         lr=2e-4, warmup=50, decay=0.7, seed=3,
-                         init=float_weights("photo-24dff000"), arithmetic="int8"),
+    "photo-int8-7a3f1952": recipe("photo", [*PHOTOS_MORE, debian_half], 16, 64, 500, None,
+                                  0.85, 6000, lr=2e-4, warmup=50, decay=0.7, seed=3,
+                                  init=float_weights("photo-24dff000"), arithmetic="int8"),
+    # release affb10d8 fine-tuned on the 8-bit export's grids
+    "photo-int8": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 500, None, 0.85,
+                         5000, lr=2e-4, warmup=50, decay=0.7, seed=3,
+                         init=float_weights("photo"), arithmetic="int8"),
     "photo-deep": recipe("photo-deep", PHOTOS, 16, 64, 500, 6000, 0.85, 16000, lr=5e-4,
                          warmup=200, init=EARLIER_PHOTO),
     "photo-grey": recipe("photo-grey", PHOTOS, 16, 64, 500, 7800, 0.8, 16000),
@@ -116,10 +120,14 @@ RECIPES = {
                       lr=1e-3, warmup=200, decay=0.88, seed=2,
                       init=float_weights("cifar10-ab2c6ac5")),
     # release ab2c6ac5 fine-tuned on the 8-bit export's grids (issue #14)
-    "cifar10-int8": recipe("cifar10", [SHARED / "cifar10"], 32, 32, 500, None, 0.85, 6000,
+    "cifar10-int8-67434443": recipe("cifar10", [SHARED / "cifar10"], 32, 32, 500, None, 0.85,
+                                    6000, lr=2e-4, warmup=50, decay=0.7, seed=3,
+                                    init=float_weights("cifar10-ab2c6ac5"),
+                                    arithmetic="int8"),
+    # release fca2c150 fine-tuned on the 8-bit export's grids
+    "cifar10-int8": recipe("cifar10-ycocg", [SHARED / "cifar10"], 32, 32, 500, None, 0.85, 6000,
                            lr=2e-4, warmup=50, decay=0.7, seed=3,
-                           init=float_weights("cifar10-ab2c6ac5"),
-                           arithmetic="int8"),
+                           init=float_weights("cifar10"), arithmetic="int8"),
 }
 
 
