@@ -73,18 +73,18 @@ SHIPPED: dict[str, ShippedModel] = {
     "photo-deep": ShippedModel(  # files ~0.2% smaller than photo's, at 0.6x its speed
         "photo-deep", "photo-deep.pt",
         "d1f858ff262c79d8621b3c5be76cf2f511944a84474c1f766875a84aa8fe57e1"),
-    "photo": ShippedModel(  # release 24dff000 read through YCoCg-R, trained on
+    "photo": ShippedModel(  # release affb10d8 trained on from a restarted learning rate
         "photo-ycocg", "photo.pt",
-        "affb10d8f8d23924b8f94804144cec3bdea01ef4c9291da65c150c54c1af63bb"),
+        "da9381cbc40b14518f64f1af8d0628ab2d1be4a6f4799711680acc720ec3872a"),
     "photo-int8": ShippedModel(  # photo release affb10d8 in the 8-bit arithmetic: ~2x speed
         "photo-ycocg", "photo-int8.pt",
         "2ea29f1d5c38d97c6b35e2147414cdacef92883aad2cead0627ca097628fe714", "int8"),
     "photo-grey": ShippedModel(
         "photo-grey", "photo-grey.pt",
         "ce3cf21de37d2a009c287a84752036a5c483627fc47bd2764ca3ee5dc6d995f8"),
-    "cifar10": ShippedModel(  # release ab2c6ac5 read through YCoCg-R, trained on
+    "cifar10": ShippedModel(  # release fca2c150 trained on from a restarted learning rate
         "cifar10-ycocg", "cifar10.pt",
-        "fca2c15021c06c2210c35389e665f0b265b6a27e5094bafcfa31a5752878022a"),
+        "1e2c6801e13788a1c75aa96ea147d1f2a43aff96f6dd676e84c0875584de8084"),
     "cifar10-int8": ShippedModel(  # cifar10 release fca2c150 in the 8-bit arithmetic: +0.019
         "cifar10-ycocg", "cifar10-int8.pt",
         "e812eb3ffe750086b4c3cc4cc640b601253204ec79411668905ff8030730e0e4", "int8"),
@@ -93,7 +93,9 @@ SHIPPED: dict[str, ShippedModel] = {
 
 # Weights that ``SHIPPED`` had in earlier releases; decoding picks them by the id in a file.
 EARLIER: dict[str, tuple[ShippedModel, ...]] = {
-    "photo": (ShippedModel("photo", "photo-24dff000.pt",
+    "photo": (ShippedModel("photo-ycocg", "photo-affb10d8.pt",
+                           "affb10d8f8d23924b8f94804144cec3bdea01ef4c9291da65c150c54c1af63bb"),
+              ShippedModel("photo", "photo-24dff000.pt",
                            "24dff000f44c4f73d63492b5c6d6bfc9d48b8d3460cd62f6e78d0cd0c76bd6c8"),
               ShippedModel("photo-r1", "photo-d384f497.pt",
                            "d384f497df78e09a0039f3211b3a75fb076a3085502fd7e15d79037084c59e03"),
@@ -107,7 +109,9 @@ EARLIER: dict[str, tuple[ShippedModel, ...]] = {
     "photo-grey": (ShippedModel(
         "photo-grey", "photo-grey-162fe29a.pt",
         "162fe29a3a8a94a55e38edcb81cc23f46873dc6a5680e255518b1663c01dab3a"),),
-    "cifar10": (ShippedModel("cifar10", "cifar10-ab2c6ac5.pt",
+    "cifar10": (ShippedModel("cifar10-ycocg", "cifar10-fca2c150.pt",
+                             "fca2c15021c06c2210c35389e665f0b265b6a27e5094bafcfa31a5752878022a"),
+                ShippedModel("cifar10", "cifar10-ab2c6ac5.pt",
                              "ab2c6ac5f787392abccfa394b982caf79208bb99bc5acfb8d758426f54d9cd64"),
                 ShippedModel("cifar10", "cifar10-291f5ecb.pt",
                              "291f5ecba1b305c0a3a041792e967901c3752459b7a2a8e9632495bf4b0b98f8"),),

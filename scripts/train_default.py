@@ -99,9 +99,14 @@ RECIPES = {
                              20000, lr=5e-4, warmup=100, decay=0.9, seed=1,
                              init=photo_d384f497),
     # release 24dff000 read through YCoCg-R (growth.recolour) and trained on
-    "photo": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 2000, 19000, 0.7,
-                    24000, lr=1e-3, warmup=200, decay=0.92, seed=2,
-                    init=float_weights("photo-24dff000")),
+    "photo-affb10d8": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 2000, 19000,
+                             0.7, 24000, lr=1e-3, warmup=200, decay=0.92, seed=2,
+                             init=float_weights("photo-24dff000")),
+    # release affb10d8 trained on from a restarted learning rate (same seed, so the same
+    # held-out images), in bfloat16 on a CPU with AVX-512 BF16
+    "photo": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 2000, 25000, 0.7,
+                    32000, lr=5e-4, warmup=200, decay=0.95, seed=2,
+                    init=float_weights("photo-affb10d8")),
     # release 24dff000 fine-tuned on the 8-bit export's grids (issue #14)
     "photo-int8-7a3f1952": recipe("photo", [*PHOTOS_MORE, debian_half], 16, 64, 500, None,
                                   0.85, 6000, lr=2e-4, warmup=50, decay=0.7, seed=3,
@@ -109,16 +114,21 @@ RECIPES = {
     # release affb10d8 fine-tuned on the 8-bit export's grids
     "photo-int8": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 500, None, 0.85,
                          5000, lr=2e-4, warmup=50, decay=0.7, seed=3,
-                         init=float_weights("photo"), arithmetic="int8"),
+                         init=float_weights("photo-affb10d8"), arithmetic="int8"),
     "photo-deep": recipe("photo-deep", PHOTOS, 16, 64, 500, 6000, 0.85, 16000, lr=5e-4,
                          warmup=200, init=EARLIER_PHOTO),
     "photo-grey": recipe("photo-grey", PHOTOS, 16, 64, 500, 7800, 0.8, 16000),
     # release ab2c6ac5 (from scratch), the start of release fca2c150
     "cifar10-ab2c6ac5": recipe("cifar10", [SHARED / "cifar10"], 32, 32, 1000, 7200, 0.9, 35000),
     # release ab2c6ac5 read through YCoCg-R (idfzip.growth.recolour) and trained on
-    "cifar10": recipe("cifar10-ycocg", [SHARED / "cifar10"], 32, 32, 2000, 10000, 0.7, 14000,
-                      lr=1e-3, warmup=200, decay=0.88, seed=2,
-                      init=float_weights("cifar10-ab2c6ac5")),
+    "cifar10-fca2c150": recipe("cifar10-ycocg", [SHARED / "cifar10"], 32, 32, 2000, 10000, 0.7,
+                               14000, lr=1e-3, warmup=200, decay=0.88, seed=2,
+                               init=float_weights("cifar10-ab2c6ac5")),
+    # release fca2c150 trained on from a restarted learning rate (same seed and held-out
+    # images), in bfloat16 on a CPU with AVX-512 BF16
+    "cifar10": recipe("cifar10-ycocg", [SHARED / "cifar10"], 32, 32, 2000, 50000, 0.7, 60000,
+                      lr=4e-4, warmup=200, decay=0.97, seed=2,
+                      init=float_weights("cifar10-fca2c150")),
     # release ab2c6ac5 fine-tuned on the 8-bit export's grids (issue #14)
     "cifar10-int8-67434443": recipe("cifar10", [SHARED / "cifar10"], 32, 32, 500, None, 0.85,
                                     6000, lr=2e-4, warmup=50, decay=0.7, seed=3,
@@ -127,7 +137,7 @@ RECIPES = {
     # release fca2c150 fine-tuned on the 8-bit export's grids
     "cifar10-int8": recipe("cifar10-ycocg", [SHARED / "cifar10"], 32, 32, 500, None, 0.85, 6000,
                            lr=2e-4, warmup=50, decay=0.7, seed=3,
-                           init=float_weights("cifar10"), arithmetic="int8"),
+                           init=float_weights("cifar10-fca2c150"), arithmetic="int8"),
 }
 
 
