@@ -236,8 +236,8 @@ def models():
 @click.option("--checkpoint-every", type=click.IntRange(1), default=None)
 @click.option("--init", "init_model", default=None,
               help="Start from the weights of this model (shipped name or path) instead of "
-                   "scratch; one with fewer flow steps per level or simpler priors is grown "
-                   "to the preset.")
+                   "scratch; one with fewer flow steps per level, narrower networks or simpler "
+                   "priors is grown to the preset.")
 @click.option("--fake-quant", type=click.Choice(["limb", "int8"]), is_flag=False,
               flag_value="limb", default=None,
               help="Quantisation-aware training on an integer export's grids, for fine-tuning "

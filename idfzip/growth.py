@@ -1,5 +1,5 @@
-"""Growing a trained flow without changing what it computes: deeper (:func:`deepen`), or
-with richer priors (:func:`grow_priors`); or moved to another colour transform
+"""Growing a trained flow without changing what it computes: deeper (:func:`deepen`), wider
+(:func:`widen`) or with richer priors (:func:`grow_priors`); or moved to another colour transform
 (:func:`recolour`), which does change it but keeps what the networks have learnt.
 
 Training a bigger model from scratch throws away what a smaller one has learnt; on a small
@@ -38,7 +38,7 @@ def deepen(model: IntegerDiscreteFlow, config: FlowConfig) -> IntegerDiscreteFlo
     if model.is_integer:
         raise ModelError("grow a float model (idfzip.intnet.to_float turns an integer export "
                          "back into one)")
-    big = IntegerDiscreteFlow(config)
+    big = IntegerDiscreteFlow(config).to(model.dtype)
     with torch.no_grad():
         for old_steps, new_steps in zip(model.levels, big.levels):
             for i, old in enumerate(old_steps):
@@ -71,18 +71,56 @@ def recolour(model: IntegerDiscreteFlow, colour_transform: str) -> IntegerDiscre
     return new
 
 
+def widen(model: IntegerDiscreteFlow, config: FlowConfig) -> IntegerDiscreteFlow:
+    """A float model of ``config`` (``model``'s with a larger ``hidden`` and/or
+    ``prior_hidden``) that computes exactly what float ``model`` computes.
+
+    Every hidden layer keeps its old units and gains new ones (net2net's function-preserving
+    widening, Chen et al. 2016): a new unit's incoming weights and bias keep their fresh random
+    initialisation, its outgoing weights start at zero, so the old units see exactly their old
+    inputs and the output is unchanged. Training moves the zero weights at once (their
+    gradient is the new units' activation), so the new units start learning from the first
+    step, from where the narrow model stopped.
+    """
+    old = model.config
+    if replace(config, hidden=old.hidden, prior_hidden=old.prior_hidden) != old \
+            or config.hidden < old.hidden or config.prior_hidden < old.prior_hidden:
+        raise ModelError("widen changes only hidden and prior_hidden, and only upwards")
+    if model.is_integer:
+        raise ModelError("widen a float model (idfzip.intnet.to_float turns an integer export "
+                         "back into one)")
+    wide = IntegerDiscreteFlow(config).to(model.dtype)
+    state = wide.state_dict()
+    with torch.no_grad():
+        for name, value in model.state_dict().items():
+            target = state[name]
+            if target.shape == value.shape:
+                target.copy_(value)
+                continue
+            # a convolution's weight (out, in, k, k) or bias (out,) with more hidden units
+            rows = value.shape[0]
+            target[:rows].zero_()
+            target[tuple(slice(0, n) for n in value.shape)] = value
+    wide.load_state_dict(state)
+    return wide
+
+
 PRIOR_OPTIONS = ("prior_stages", "top_stages", "prior_components")
+WIDTHS = ("hidden", "prior_hidden")
 
 
 def grow(model: IntegerDiscreteFlow, config: FlowConfig) -> IntegerDiscreteFlow:
     """``model`` (float) grown to ``config``: in another colour transform (:func:`recolour`),
-    deeper (:func:`deepen`) and/or with richer priors (:func:`grow_priors`), whichever the
-    difference needs."""
+    deeper (:func:`deepen`), wider (:func:`widen`) and/or with richer priors
+    (:func:`grow_priors`), whichever the difference needs."""
     if model.config.colour_transform != config.colour_transform:
         model = recolour(model, config.colour_transform)
+    keep = {k: getattr(model.config, k) for k in PRIOR_OPTIONS}
     if model.config.steps_per_level != config.steps_per_level:
-        keep = {k: getattr(model.config, k) for k in PRIOR_OPTIONS}
-        model = deepen(model, replace(config, **keep))
+        narrow = {k: getattr(model.config, k) for k in WIDTHS}
+        model = deepen(model, replace(config, **keep, **narrow))
+    if any(getattr(model.config, k) != getattr(config, k) for k in WIDTHS):
+        model = widen(model, replace(config, **keep))
     return model if model.config == config else grow_priors(model, config)
 
 

@@ -3,6 +3,7 @@
 
     python scripts/benchmark_training.py                      # photo, batch 16 x 64², 1 thread
     python scripts/benchmark_training.py --preset cifar10 --batch-size 32 --crop 32
+    python scripts/benchmark_training.py --preset photo-ycocg --hidden 128   # widened
 
 The model is laid out as ``idfzip train`` lays it out (channels-last weights). Random pixels
 and randomly perturbed weights: the time of a step does not depend on what it
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import torch
 
@@ -45,18 +47,22 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--hidden", type=int, default=None,
+                   help="width of every network (hidden and prior_hidden; default the preset's)")
     args = p.parse_args()
+    config = PRESETS[args.preset]
+    if args.hidden:
+        config = replace(config, hidden=args.hidden, prior_hidden=args.hidden)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = IntegerDiscreteFlow(PRESETS[args.preset]).to(args.device,
-                                                         memory_format=torch.channels_last)
+    model = IntegerDiscreteFlow(config).to(args.device, memory_format=torch.channels_last)
     with torch.no_grad():  # away from the zero-initialised identity, as in a trained model
         for param in model.parameters():
             param.add_(torch.randn_like(param) * 0.01)
-    channels = PRESETS[args.preset].channels
+    channels = config.channels
     x = torch.randint(0, 256, (args.batch_size, channels, args.crop, args.crop),
                       device=args.device).float()
-    print(f"{args.preset}, batch {args.batch_size} x {args.crop}², {args.threads} thread(s), "
+    print(f"{args.preset} (hidden {config.hidden}), batch {args.batch_size} x {args.crop}², {args.threads} thread(s), "
           f"{args.device}")
     for precision in PRECISIONS:
         t = seconds_per_step(model, x, precision, args.steps)

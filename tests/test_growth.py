@@ -64,6 +64,58 @@ def test_grow_deepens_and_stages_in_one_go():
     assert torch.equal(big.log_prob(x), small.log_prob(x))
 
 
+@settings(max_examples=8, deadline=None)
+@given(extra=st.integers(1, 24), prior_extra=st.integers(0, 24), seed=st.integers(0, 2**16))
+def test_widened_model_has_the_same_latents_and_likelihood(extra, prior_extra, seed):
+    """Widened in float64, so that the exact zeros of the new outgoing weights leave every sum
+    as it was and the latents are compared exactly."""
+    from idfzip.growth import widen
+    small = tiny_model(seed=seed, std=0.3, top_stages=2).double()
+    config = replace(small.config, hidden=small.config.hidden + extra,
+                     prior_hidden=small.config.prior_hidden + prior_extra)
+    wide = widen(small, config)
+    assert wide.config == config
+    assert sum(p.numel() for p in wide.parameters()) > sum(p.numel() for p in small.parameters())
+    x = torch.randint(0, 256, (2, 3, 12, 20), generator=torch.Generator().manual_seed(seed))
+    torch.testing.assert_close(wide.log_prob(x), small.log_prob(x), rtol=1e-9, atol=1e-9)
+    for a, b in zip(wide.infer_latent(x).levels, small.infer_latent(x).levels):
+        assert torch.equal(a, b)
+
+
+def test_new_units_learn_from_the_first_step():
+    """A new unit's outgoing weights start at zero but get a gradient, and its incoming ones
+    are random (not copies of the old units', which would never break symmetry)."""
+    from idfzip.growth import widen
+    small = tiny_model(seed=1, std=0.3)
+    old = small.config.hidden
+    wide = widen(small, replace(small.config, hidden=old + 8))
+    first, last = wide.levels[0][0].coupling.net.layers[0], \
+        wide.levels[0][0].coupling.net.layers[-1]
+    assert torch.equal(last.weight[:, old:], torch.zeros_like(last.weight[:, old:]))
+    assert first.weight[old:].abs().sum() > 0
+    wide.train()
+    wide(torch.randint(0, 256, (2, 3, 8, 8)).float()).mean().backward()
+    assert last.weight.grad[:, old:].abs().sum() > 0
+
+
+@pytest.mark.parametrize("change", [dict(hidden=4), dict(levels=3), dict(steps_per_level=4)])
+def test_widen_refuses_narrowing_and_other_changes(change):
+    from idfzip.growth import widen
+    small = tiny_model()
+    with pytest.raises(ModelError, match="widen"):
+        widen(small, replace(small.config, **change))
+
+
+def test_grow_deepens_and_widens_in_one_go():
+    from idfzip.growth import grow
+    small = tiny_model(3, std=0.3).double()
+    target = replace(small.config, steps_per_level=4, hidden=small.config.hidden * 2)
+    big = grow(small, target)
+    assert big.config == target
+    x = torch.randint(0, 256, (1, 3, 16, 16))
+    torch.testing.assert_close(big.log_prob(x), small.log_prob(x), rtol=1e-9, atol=1e-9)
+
+
 def test_grow_priors_refuses_other_changes():
     from idfzip.growth import grow_priors
     small = tiny_model(3)
