@@ -45,7 +45,7 @@ PRESETS: dict[str, FlowConfig] = {
                               colour_transform="ycocg-r"),
     # photo-ycocg twice as wide (128-wide networks), grown from photo's release da9381cb by
     # idfzip.growth.widen, which keeps what it computes. On CPUs with AMX a bfloat16 training
-    # step costs 1.6x photo-ycocg's for 2.2x the parameters. Not shipped: after the same wall
+    # step costs 1.4x photo-ycocg's for 2.2x the parameters. Not shipped: after the same wall
     # time it codes Kodak and unseen photos no smaller than the 64-wide restart, at half
     # its speed (see the README's width study).
     "photo-w128": FlowConfig(channels=3, levels=4, steps_per_level=4, hidden=128, depth=2,
