@@ -97,9 +97,10 @@ def widen(model: IntegerDiscreteFlow, config: FlowConfig) -> IntegerDiscreteFlow
             if target.shape == value.shape:
                 target.copy_(value)
                 continue
-            # a convolution's weight (out, in, k, k) or bias (out,) with more hidden units
-            rows = value.shape[0]
-            target[:rows].zero_()
+            # a convolution's weight (out, in, k, k) or bias (out,) with more hidden units: the
+            # old units' rows get their old values, and zeros where they read new units; the
+            # new units' rows keep their initialisation
+            target[: value.shape[0]].zero_()
             target[tuple(slice(0, n) for n in value.shape)] = value
     wide.load_state_dict(state)
     return wide

@@ -62,8 +62,8 @@ def main() -> None:
     channels = config.channels
     x = torch.randint(0, 256, (args.batch_size, channels, args.crop, args.crop),
                       device=args.device).float()
-    print(f"{args.preset} (hidden {config.hidden}), batch {args.batch_size} x {args.crop}², {args.threads} thread(s), "
-          f"{args.device}")
+    print(f"{args.preset} (hidden {config.hidden}), batch {args.batch_size} x {args.crop}², "
+          f"{args.threads} thread(s), {args.device}")
     for precision in PRECISIONS:
         t = seconds_per_step(model, x, precision, args.steps)
         print(f"  {precision:9s} {1000 * t:7.1f} ms/step  {x.numel() / t / 1e6:6.2f} M dims/s")

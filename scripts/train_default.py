@@ -116,8 +116,8 @@ RECIPES = {
     # wall time (one core each of a 2-core Xeon with AMX: 0.24 and 0.15 s per step); not
     # shipped (see the README's width study)
     "photo-w128": recipe("photo-w128", [*PHOTOS_MORE, debian_half], 16, 64, 2000, 24000, 0.7,
-                    30000, lr=5e-4, warmup=200, decay=0.95, seed=2,
-                    init=float_weights("photo-da9381cb")),
+                         30000, lr=5e-4, warmup=200, decay=0.95, seed=2,
+                         init=float_weights("photo-da9381cb")),
     # release da9381cb trained on from a restarted learning rate whose curve in time is
     # photo-w128's (same seed, so the same held-out images and batches)
     "photo": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 2000, 39000, 0.8,

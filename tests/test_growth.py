@@ -84,7 +84,7 @@ def test_widened_model_has_the_same_latents_and_likelihood(extra, prior_extra, s
 
 def test_new_units_learn_from_the_first_step():
     """A new unit's outgoing weights start at zero but get a gradient, and its incoming ones
-    are random (not copies of the old units', which would never break symmetry)."""
+    are not zero (they keep their random initialisation)."""
     from idfzip.growth import widen
     small = tiny_model(seed=1, std=0.3)
     old = small.config.hidden
