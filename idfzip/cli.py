@@ -397,6 +397,25 @@ def refuse_terminal_output(jobs, force: bool, what: str) -> None:
                                    "or use -f to force")
 
 
+def refuse_shared_outputs(paths, output, out_suffix) -> None:
+    """Two inputs whose default outputs are one file (a.png and a.bmp -> a.idf; x.idf and
+    x.png.idf -> x.png) would have the second overwrite the first (with -f, or when both are
+    coded at once): refused before anything is coded."""
+    from .jobs import output_for
+    if output:
+        return
+    seen: dict[Path, str] = {}
+    for path in paths:
+        if path == "-":
+            continue
+        out = output_for(path, None, out_suffix)
+        key = Path(out).resolve()
+        if key in seen and Path(seen[key]).resolve() != Path(path).resolve():
+            raise click.UsageError(f"{seen[key]} and {path} would both be written to {out}; "
+                                   "code one of them on its own with -o")
+        seen[key] = path
+
+
 def make_jobs(inputs, output, suffixes, out_suffix, recursive, shard, **settings):
     from .jobs import Job, expand_inputs, output_for
     if output and len(inputs) > 1:
@@ -405,6 +424,7 @@ def make_jobs(inputs, output, suffixes, out_suffix, recursive, shard, **settings
         raise click.UsageError("'-' (standard input) must be the only input")
     index, count = parse_shard(shard)
     paths = expand_inputs(inputs, suffixes, recursive)
+    refuse_shared_outputs(paths, output, out_suffix)  # across all shards: they share a disk
     if count > 1:
         paths = sorted(paths)[index::count]
     if not paths:

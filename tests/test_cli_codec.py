@@ -225,6 +225,28 @@ def test_shards_split_a_collection_without_overlap_or_gaps(tmp_path, model_file)
         assert result.exit_code == 2 and "--shard" in result.output
 
 
+def test_inputs_that_would_share_an_output_are_refused_before_anything_is_written(
+        tmp_path, model_file):
+    """Regression: a.png and a.bmp both default to a.idf; with -f (or -j 2, or in two shards)
+    the second overwrote the first, and the run reported success."""
+    for seed, name in enumerate(["a.png", "a.bmp", "b.png"]):
+        Image.fromarray(smooth(seed, 8, 8)).save(tmp_path / name)
+    for args in ([tmp_path / "a.png", tmp_path / "a.bmp", "-f"],
+                 [tmp_path / "a.png", tmp_path / "a.bmp", "-j", 2],
+                 ["-r", tmp_path, "--shard", "0/2", "-f"]):
+        result = invoke("compress", *args, "--model", model_file)
+        assert result.exit_code == 2, result.output
+        assert "would both be written to" in result.output and "a.idf" in result.output
+        assert sorted(p.name for p in tmp_path.glob("*.idf")) == []
+    result = invoke("compress", tmp_path / "b.png", tmp_path / "b.png", "-f", "--model",
+                    model_file)  # the same file twice: one output, as before
+    assert result.exit_code == 0, result.output
+    (tmp_path / "b.IDF").write_bytes((tmp_path / "b.idf").read_bytes())
+    result = invoke("decompress", "-r", tmp_path, "-f")  # b.idf and b.IDF: b.png
+    assert result.exit_code == 2 and "would both be written to" in result.output, result.output
+    assert np.array_equal(pixels(tmp_path / "b.png"), smooth(2, 8, 8))
+
+
 def test_folder_and_stdin_misuse_are_usage_errors(tmp_path, photo, model_file):
     result = invoke("compress", tmp_path, "--model", model_file)
     assert result.exit_code == 1 and "use -r" in result.output
