@@ -107,6 +107,10 @@ def _single_frame(image: Image.Image) -> Image.Image:
     if frames > 1:
         raise ValueError(f"image has {frames} frames (animation or multi-page file); only "
                          "single-frame images are supported")
+    sizes = image.info.get("sizes") if image.format in ("ICO", "ICNS") else None
+    if sizes and len(sizes) > 1:  # Pillow opens the largest and shows no frames for the rest
+        raise ValueError(f"{image.format} file holds {len(sizes)} images (sizes or "
+                         "resolutions); only single-image files are supported")
     return image
 
 

@@ -123,6 +123,7 @@ def open_image(data: bytes, name: str) -> Image.Image:
             check_depth(image, data)
         except ValueError as err:
             raise type(err)(f"{name}: {err}") from None
+        scale_grey_key(image)
         try:
             image.load()
         except Exception as err:
@@ -172,6 +173,32 @@ def source_bits(image: Image.Image, data: bytes | None = None) -> tuple[int, str
     return best, what
 
 
+def _tile_rawmodes(image: Image.Image) -> list[str]:
+    """The raw modes of an image's tiles (known only until it is loaded)."""
+    modes = []
+    for tile in getattr(image, "tile", None) or []:
+        args = tile.args if hasattr(tile, "args") else tile[3]
+        modes.append(args if isinstance(args, str) else
+                     args[0] if isinstance(args, tuple) and args and isinstance(args[0], str)
+                     else "")
+    return modes
+
+
+def scale_grey_key(image: Image.Image) -> None:
+    """Give a 2- or 4-bit grey PNG's colour key the 8-bit scale of its pixels (call before
+    loading). Pillow opens such a PNG as mode L with the samples scaled to 0..255 (2-bit 3
+    reads as 255) but keeps the tRNS value unscaled (3), so written back as an 8-bit PNG the
+    key would mark other pixels than in the source (here none: the white ones turn opaque)."""
+    key = image.info.get("transparency")
+    if image.format != "PNG" or image.mode != "L" or not isinstance(key, int):
+        return
+    for rawmode in _tile_rawmodes(image):
+        m = re.fullmatch(r"L;([124])", rawmode)
+        if m:
+            image.info["transparency"] = key * (255 // ((1 << int(m.group(1))) - 1))
+            return
+
+
 def _rawmode_bits(rawmode: str) -> int:
     """Bits per sample of a Pillow raw mode: 'RGB;16B', 'LA;16B', 'L;16' are 16; 'BGR;16' and
     'RGB;16' (5-6-5) or 'BGR;24' (8-bit samples, 24 bits per pixel) are 8."""
@@ -216,6 +243,16 @@ def lossy_source(image: Image.Image, data: bytes) -> str | None:
                 return "WebP" if fourcc == b"VP8 " else None
             pos += 8 + size + (size & 1)
     return None
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """An image's EXIF orientation (1: as stored; 2-8: viewers turn or flip it when they show
+    it), which idfzip does not store; 1 when there is none or it cannot be read."""
+    try:
+        value = int(image.getexif().get(0x0112, 1))
+    except Exception:  # Pillow raises many types for damaged EXIF data
+        return 1
+    return value if 2 <= value <= 8 else 1
 
 
 # -- what comes out: writing a decoded image in any format, exactly or not at all ---------------

@@ -26,8 +26,8 @@ from typing import Callable, Iterator
 import torch
 
 from .files import default_output, read_input, refuse_to_clobber, temp_prefix, write_output
-from .imageio import (ImageReadError, encode_exact, lossy_source, open_image, output_format,
-                      pixel_limit)
+from .imageio import (ImageReadError, encode_exact, exif_orientation, lossy_source,
+                      open_image, output_format, pixel_limit)
 
 # Called with a job's number of tiles once it is known; returns the per-batch tile counter.
 StartProgress = Callable[[int], Callable[[int], None]]
@@ -86,12 +86,18 @@ def _compress_file(job: Job, start_progress: StartProgress | None) -> Done:
         raise ValueError(f"{job.path}: {err}") from None
     write_output(job.out, lambda f: f.write(data), job.force)
     dims = image.width * image.height * len(image.getbands())
-    lossy, note = lossy_source(image, raw), None
+    lossy, notes = lossy_source(image, raw), []
     if lossy and len(data) > len(raw):
-        note = (f"note: {job.path} is a lossy {lossy}: its decoded pixels, noise included, are "
-                f"kept exactly, in {len(data) / len(raw):.1f}x its size")
+        notes.append(f"{job.path} is a lossy {lossy}: its decoded pixels, noise included, are "
+                     f"kept exactly, in {len(data) / len(raw):.1f}x its size")
+    turn = exif_orientation(image)
+    if turn != 1:
+        notes.append(f"{job.path} has EXIF orientation {turn}, which is not stored: the "
+                     "pixels are kept as the file holds them, so viewers will show the "
+                     "decompressed image without that turn or flip")
     return Done(job, len(raw), len(data), dims,
-                f"{len(data)} bytes, {8 * len(data) / dims:.4f} bpd", note)
+                f"{len(data)} bytes, {8 * len(data) / dims:.4f} bpd",
+                "note: " + "; ".join(notes) if notes else None)
 
 
 def decompress_file(job: Job, start_progress: StartProgress | None = None) -> Done:

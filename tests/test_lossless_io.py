@@ -367,6 +367,76 @@ def test_eight_bit_and_narrower_sources_are_not_mistaken_for_wide_ones(tmp_path,
         assert back.mode == src.mode and back.tobytes() == src.tobytes()
 
 
+def grey_png(samples: np.ndarray, bits: int, key: int) -> bytes:
+    """A grey PNG of 1, 2, 4 or 8 bits per sample with colour key ``key`` (tRNS), by hand."""
+    height, width = samples.shape
+    per = 8 // bits
+    padded = np.zeros((height, -(-width // per) * per), np.uint8)
+    padded[:, :width] = samples
+    packed = sum(padded[:, i::per].astype(np.uint8) << (8 - bits * (i + 1)) for i in range(per))
+    rows = b"".join(b"\0" + packed[y].astype(np.uint8).tobytes() for y in range(height))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I",
+                                                                       zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bits,
+                                                                0, 0, 0, 0))
+            + chunk(b"tRNS", struct.pack(">H", key)) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+def test_the_colour_key_of_a_low_bit_grey_png_marks_the_same_pixels_after_a_round_trip(
+        models, tmp_path, bits):
+    """Regression: Pillow reads a 2- or 4-bit grey PNG's samples scaled to 8 bits but its tRNS
+    key unscaled (3 for 2-bit white); stored as it was, the 8-bit PNG written back had the key
+    3, so the source's transparent pixels came back opaque."""
+    top = (1 << bits) - 1
+    samples = np.arange(5 * 7).reshape(5, 7) % (top + 1)
+    source = tmp_path / "grey.png"
+    source.write_bytes(grey_png(samples, bits, top))
+    idf, out = tmp_path / "grey.idf", tmp_path / "out.png"
+    for args in (["compress", str(source), "-o", str(idf)], ["decompress", str(idf), "-o",
+                                                              str(out)]):
+        result = invoke(main, [*args, "--model", models[1]])
+        assert result.exit_code == 0, result.output
+    with Image.open(out) as back:  # an 8-bit grey PNG: its key is read at the pixels' scale
+        assert back.mode == ("1" if bits == 1 else "L")
+        if bits > 1:
+            assert np.array_equal(np.asarray(back), samples * (255 // top))
+            transparent = np.asarray(back) == back.info["transparency"]
+        else:
+            transparent = np.asarray(back) == bool(back.info["transparency"])
+    assert np.array_equal(transparent, samples == top)  # the PNG spec's reading of the source
+
+
+def test_icons_with_several_images_are_refused_not_cut_to_the_largest(models, tmp_path):
+    """Regression: Pillow opens the largest image of an ICO or ICNS file and shows no frames
+    for the others, so the other sizes were dropped without a word."""
+    rng = np.random.default_rng(0)
+    large = Image.fromarray(rng.integers(0, 256, (32, 32, 4), np.uint8), "RGBA")
+    small = Image.fromarray(rng.integers(0, 256, (16, 16, 4), np.uint8), "RGBA")
+    several, one = tmp_path / "several.ico", tmp_path / "one.ico"
+    large.save(several, sizes=[(16, 16), (32, 32)], append_images=[small])
+    large.save(one, sizes=[(32, 32)])
+    result = invoke(main, ["compress", str(several), "--model", models[3]])
+    one_line_refusal(result, several)
+    assert "holds 2 images" in result.stderr and not several.with_suffix(".idf").exists()
+    with Image.open(tmp_path / "several.ico") as icon:
+        with pytest.raises(ValueError, match="holds 2 images"):
+            compress(icon, models[3])
+    icns = tmp_path / "x.icns"
+    large.save(icns, sizes=[(16, 16), (32, 32)])
+    with pytest.raises(ValueError, match="ICNS file holds"):
+        compress(icns, models[3])
+    result = invoke(main, ["compress", str(one), "--model", models[3]])
+    assert result.exit_code == 0, result.output
+    with Image.open(one) as truth:
+        truth.load()
+        assert_same(decompress(one.with_suffix(".idf").read_bytes(),
+                               CodingModel(sharp_model(), "x")), truth)
+
+
 @pytest.mark.parametrize("maxval, refused", [(255, False), (1023, True), (65535, True)])
 def test_ppm_maxval_above_255_is_refused(tmp_path, maxval, refused):
     pixels = np.random.default_rng(0).integers(0, maxval + 1, (4, 3, 3))
@@ -473,3 +543,26 @@ def test_a_png_payload_larger_than_its_header_is_refused_before_it_is_decoded():
         warnings.simplefilter("error")  # Pillow's raw DecompressionBombWarning included
         with pytest.raises(CodingError, match="does not match the header"):
             decompress(data)
+
+
+@pytest.mark.parametrize("fmt, orientation", [("PNG", 6), ("JPEG", 3), ("WEBP", 8),
+                                              ("PNG", 1), ("PNG", None)])
+def test_an_exif_orientation_that_is_not_stored_gets_a_one_line_note(models, tmp_path, fmt,
+                                                                      orientation):
+    """EXIF is not stored, so a viewer shows the decompressed image without the source's turn
+    or flip: that is said (the pixels, as the file holds them, are kept exactly)."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / f"x.{fmt.lower()}"
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    Image.fromarray(mid_grey(rng, 6, 10)).save(path, fmt, exif=exif.tobytes(),
+                                               **({"lossless": True} if fmt == "WEBP" else {}))
+    result = invoke(main, ["compress", str(path), "--model", models[3]])
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if "EXIF orientation" in line]
+    assert len(notes) == (orientation not in (1, None))
+    if notes:
+        assert notes[0].startswith("idfzip: note: ") and f"orientation {orientation}," in notes[0]
+    quiet = invoke(main, ["compress", str(path), "--model", models[3], "-f", "-q"])
+    assert quiet.exit_code == 0 and quiet.stderr == ""
