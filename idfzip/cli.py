@@ -249,12 +249,17 @@ def models():
                    "with bfloat16 units (AVX-512 BF16, AMX), where it is faster; else "
                    "float32].")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt if it exists.")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Time budget of this sitting: once the pace is measured, the schedule "
+                   "(--steps, --anneal-from, decays) is stretched or shrunk to end inside it; "
+                   "training stops at the budget in any case.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="CPU threads for torch (default: all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors
-def train(sources, preset, out_dir, init_model, resume, device, threads, quiet, **overrides):
+def train(sources, preset, out_dir, init_model, resume, minutes, device, threads, quiet,
+          **overrides):
     """Train a model; resumable with --resume, exports OUT/model.pt for --model.
 
     Data-parallel on several processes or machines when started by torchrun, e.g.
@@ -279,7 +284,8 @@ def train(sources, preset, out_dir, init_model, resume, device, threads, quiet, 
     out_dir = out_dir or f"runs/{preset}"
     run_training(PRESETS[preset], list(sources), out_dir, config, resume=resume,
                  device=device, progress=not quiet and sys.stderr.isatty(), init_weights=init,
-                 log=lambda msg: click.echo(msg, err=True))
+                 log=lambda msg: click.echo(msg, err=True),
+                 time_budget=None if minutes is None else 60 * minutes)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
         click.echo(f"{out_dir}/model.pt written; use it with --model {out_dir}/model.pt")
 
@@ -399,7 +405,7 @@ def refuse_terminal_output(jobs, force: bool, what: str) -> None:
 
 def refuse_shared_outputs(paths, output, out_suffix) -> None:
     """Two inputs whose default outputs are one file (a.png and a.bmp -> a.idf; x.idf and
-    x.png.idf -> x.png) would have the second overwrite the first (with -f, or when both are
+    x.IDF -> x.png) would have the second overwrite the first (with -f, or when both are
     coded at once): refused before anything is coded."""
     from .jobs import output_for
     if output:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +61,18 @@ class TrainConfig:
             slow, fast = self.anneal_from, step - self.anneal_from
         return (self.lr * warm * self.decay_per_1000 ** (slow / 1000.0)
                 * self.anneal_decay_per_1000 ** (fast / 1000.0))
+
+    def stretched_to(self, steps: int) -> "TrainConfig":
+        """The same schedule over ``steps`` steps instead: the anneal starts at the same share
+        of the run and both decays reach the same factor by its end (warm-up unchanged)."""
+        k = steps / self.steps
+        return replace(self, steps=steps,
+                       anneal_from=None if self.anneal_from is None else round(self.anneal_from * k),
+                       decay_per_1000=self.decay_per_1000 ** (1 / k),
+                       anneal_decay_per_1000=self.anneal_decay_per_1000 ** (1 / k))
+
+
+TIMING_STEPS = (20, 120)  # steps of a sitting between which a time budget measures the pace
 
 
 def evaluate(model: IntegerDiscreteFlow, images: list[np.ndarray], batch_size: int = 64) -> float:
@@ -121,16 +133,26 @@ def _config_of(state: dict) -> FlowConfig | None:
 
 def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
           config: TrainConfig = TrainConfig(), resume: bool = False, device: str = "cpu",
-          progress: bool = True, log=print, init_weights: dict | None = None
-          ) -> IntegerDiscreteFlow:
+          progress: bool = True, log=print, init_weights: dict | None = None,
+          time_budget: float | None = None) -> IntegerDiscreteFlow:
     """Train a flow on ``sources`` (see :func:`idfzip.data.load_images`), writing
     ``checkpoint.pt`` and the exportable ``model.pt`` into ``out_dir``. Under ``torchrun``
-    the processes train data-parallel (see :mod:`idfzip.distributed`)."""
+    the processes train data-parallel (see :mod:`idfzip.distributed`).
+
+    With ``time_budget`` (seconds of this sitting), the schedule is stretched or shrunk once
+    the pace is measured (:data:`TIMING_STEPS`) so that it ends, annealed, inside the
+    budget, and the run stops at the budget in any case: for a machine lent for a fixed
+    time, where steps per second are not known in advance. The fitted schedule is logged and
+    kept in the checkpoint's ``train_config``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if device == "cuda" and not torch.cuda.is_available():
         raise DataError("--device cuda was asked for, but no CUDA device is available")
     replica = distributed.start(device, config.batch_size)
+    if time_budget is not None and replica.distributed:
+        raise DataError("a time budget is for one process: each replica would fit its own "
+                        "schedule; give --steps instead")
+    deadline = None if time_budget is None else time.time() + time_budget
     reuse_freed_memory()
     device = replica.device
     if not replica.main:
@@ -195,7 +217,19 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
                dynamic_ncols=True)
     running = None
     started, first_step = time.time(), step
+    timing = None  # (time, step) when this sitting's pace starts being measured
     while step < config.steps:
+        if deadline is not None:
+            sat = step - first_step
+            if sat == TIMING_STEPS[0]:
+                timing = (time.time(), step)
+            elif sat == TIMING_STEPS[1] and timing is not None:
+                pace = (step - timing[1]) / (time.time() - timing[0])
+                last = step + int(0.95 * pace * (deadline - time.time()))
+                config = config.stretched_to(max(step + 1, last))
+                bar.total = config.steps
+                log(f"time budget: {pace:.2f} steps/s, so the schedule ends at step "
+                    f"{config.steps} (anneal from {config.anneal_from})")
         for group in optimizer.param_groups:
             group["lr"] = config.lr_at(step)
         x = replica.shard(sampler.batch(step, config.batch_size))
@@ -206,6 +240,9 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
         loss.backward()
         optimizer.step()
         step += 1
+        if deadline is not None and step < config.steps and time.time() > deadline:
+            log(f"time budget spent at step {step}; stopping there")
+            config = replace(config, steps=step)  # so this step is evaluated and saved
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         bar.update(1)
         bar.set_postfix(bpd=f"{running:.3f}", lr=f"{config.lr_at(step):.2e}")

@@ -117,6 +117,44 @@ def test_anneal_phase_changes_the_rate_of_decay_without_a_jump():
     assert cfg.lr_at(5000) == pytest.approx(1e-3 * 0.9 ** 3 * 0.25)
 
 
+def test_a_stretched_schedule_keeps_its_shape():
+    cfg = TrainConfig(steps=10000, lr=1e-3, warmup_steps=100, decay_per_1000=0.9,
+                      anneal_from=8000, anneal_decay_per_1000=0.5)
+    for steps in (2500, 10000, 40000):
+        fitted = cfg.stretched_to(steps)
+        k = steps / cfg.steps
+        assert fitted.steps == steps and fitted.anneal_from == 8000 * k
+        for share in (0.5, 0.8, 0.9, 1.0):
+            assert fitted.lr_at(round(share * steps)) == pytest.approx(
+                cfg.lr_at(round(share * cfg.steps)), rel=1e-9)
+
+
+def test_a_time_budget_fits_the_schedule_to_the_pace_and_stops_inside_it(
+        image_folder, tmp_path, monkeypatch):
+    """A clock that moves one second a step: the pace measured is 1 step/s, so a 200 s budget
+    stretches a 1000-step schedule to the ~190 steps the budget holds; a 50 s budget ends
+    at the budget even before the pace is known."""
+    import idfzip.train as training
+    clock = iter(range(10 ** 6))
+    monkeypatch.setattr(training.time, "time", lambda: float(next(clock)))
+    logs = []
+    config = TrainConfig(**{**CONFIG.__dict__, "steps": 1000, "anneal_from": 800,
+                            "checkpoint_every": 1000, "eval_every": 1000})
+    torch.set_num_threads(1)
+    train(TINY, [str(image_folder)], tmp_path / "a", config, progress=False, log=logs.append,
+          time_budget=200)
+    state = torch.load(tmp_path / "a" / CHECKPOINT_NAME, weights_only=True)
+    fitted = TrainConfig(**state["train_config"])
+    assert 150 < fitted.steps == state["step"] < 200
+    assert fitted.anneal_from == round(800 * fitted.steps / 1000)
+    assert any("time budget" in line for line in logs)
+    train(TINY, [str(image_folder)], tmp_path / "b", config, progress=False, log=logs.append,
+          time_budget=50)
+    state = torch.load(tmp_path / "b" / CHECKPOINT_NAME, weights_only=True)
+    assert state["step"] < 50 and state["history"][-1]["step"] == state["step"]
+    assert (tmp_path / "b" / MODEL_NAME).exists()
+
+
 def _images(folder):
     from idfzip.data import load_images
     return load_images(folder)
