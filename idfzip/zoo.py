@@ -51,6 +51,14 @@ PRESETS: dict[str, FlowConfig] = {
     "photo-w128": FlowConfig(channels=3, levels=4, steps_per_level=4, hidden=128, depth=2,
                              prior_hidden=128, prior_depth=2, top_stages=2,
                              colour_transform="ycocg-r"),
+    # photo-ycocg at 192 and 256 wide, grown the same way: the candidates for a GPU, where a
+    # step of these small networks costs about the same at any of these widths.
+    "photo-w192": FlowConfig(channels=3, levels=4, steps_per_level=4, hidden=192, depth=2,
+                             prior_hidden=192, prior_depth=2, top_stages=2,
+                             colour_transform="ycocg-r"),
+    "photo-w256": FlowConfig(channels=3, levels=4, steps_per_level=4, hidden=256, depth=2,
+                             prior_hidden=256, prior_depth=2, top_stages=2,
+                             colour_transform="ycocg-r"),
     # Grey photos (mode L): photo-r1's architecture on one channel.
     "photo-grey": FlowConfig(channels=1, levels=4, steps_per_level=4, hidden=64, depth=2,
                              prior_hidden=64, prior_depth=2),
