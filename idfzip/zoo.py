@@ -10,7 +10,7 @@ ones stay in ``EARLIER``, so files made by an earlier release still decode.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -19,6 +19,16 @@ from .codec import FlowCodec
 from .intnet import to_integer
 from .model import FlowConfig, IntegerDiscreteFlow
 from .weights import ModelError, load_model_file, weights_sha256
+
+PHOTO_YCOCG = FlowConfig(channels=3, levels=4, steps_per_level=4, hidden=64, depth=2,
+                         prior_hidden=64, prior_depth=2, top_stages=2,
+                         colour_transform="ycocg-r")
+
+
+def at_width(config: FlowConfig, width: int) -> FlowConfig:
+    """``config`` with every coupling and prior network ``width`` wide."""
+    return replace(config, hidden=width, prior_hidden=width)
+
 
 PRESETS: dict[str, FlowConfig] = {
     # Photos of any size: four levels, so the top latent is 1/16 of the dims; it is coded in
@@ -38,27 +48,16 @@ PRESETS: dict[str, FlowConfig] = {
     "photo-v2": FlowConfig(channels=3, levels=4, steps_per_level=4, hidden=256, depth=2,
                            prior_hidden=256, prior_depth=2),
     # photo's layout behind a YCoCg-R colour transform (the from-scratch A/B's clear winner,
-    # scripts/ab_study.py): the shipped photo since release affb10d8 (release 24dff000
-    # recoloured, idfzip.growth.recolour, and trained on).
-    "photo-ycocg": FlowConfig(channels=3, levels=4, steps_per_level=4, hidden=64, depth=2,
-                              prior_hidden=64, prior_depth=2, top_stages=2,
-                              colour_transform="ycocg-r"),
-    # photo-ycocg twice as wide (128-wide networks), grown from photo's release da9381cb by
-    # idfzip.growth.widen, which keeps what it computes. On CPUs with AMX a bfloat16 training
-    # step costs 1.4x photo-ycocg's for 2.2x the parameters. Not shipped: after the same wall
-    # time it codes Kodak and unseen photos no smaller than the 64-wide restart, at half
-    # its speed (see the README's width study).
-    "photo-w128": FlowConfig(channels=3, levels=4, steps_per_level=4, hidden=128, depth=2,
-                             prior_hidden=128, prior_depth=2, top_stages=2,
-                             colour_transform="ycocg-r"),
-    # photo-ycocg at 192 and 256 wide, grown the same way: the candidates for a GPU, where a
-    # step of these small networks costs about the same at any of these widths.
-    "photo-w192": FlowConfig(channels=3, levels=4, steps_per_level=4, hidden=192, depth=2,
-                             prior_hidden=192, prior_depth=2, top_stages=2,
-                             colour_transform="ycocg-r"),
-    "photo-w256": FlowConfig(channels=3, levels=4, steps_per_level=4, hidden=256, depth=2,
-                             prior_hidden=256, prior_depth=2, top_stages=2,
-                             colour_transform="ycocg-r"),
+    # scripts/ab_study.py): the shipped photo from release affb10d8 (release 24dff000
+    # recoloured, idfzip.growth.recolour, and trained on) to release e28d14b3.
+    "photo-ycocg": PHOTO_YCOCG,
+    # photo-ycocg at 128 / 192 / 256 wide, grown from a trained photo by idfzip.growth.widen,
+    # which keeps what it computes. On a GPU a step of these small networks costs about the
+    # same at any of these widths; on CPUs with AMX a bfloat16 step of photo-w128 costs 1.4x
+    # photo-ycocg's for 2.2x the parameters (see the README's width studies).
+    "photo-w128": at_width(PHOTO_YCOCG, 128),
+    "photo-w192": at_width(PHOTO_YCOCG, 192),
+    "photo-w256": at_width(PHOTO_YCOCG, 256),
     # Grey photos (mode L): photo-r1's architecture on one channel.
     "photo-grey": FlowConfig(channels=1, levels=4, steps_per_level=4, hidden=64, depth=2,
                              prior_hidden=64, prior_depth=2),
