@@ -72,7 +72,11 @@ class TrainConfig:
                        anneal_decay_per_1000=self.anneal_decay_per_1000 ** (1 / k))
 
 
-TIMING_STEPS = (20, 120)  # steps of a sitting between which a time budget measures the pace
+# A time budget measures the pace from step 20 of a sitting to step 120, fits the schedule to
+# it, then measures and fits again every 500 steps, so a machine that gets busier or quieter
+# moves the end with it (a refit moves the learning rate of the current step a little).
+TIMING_STEPS = (20, 120)
+REFIT_EVERY = 500
 
 
 def evaluate(model: IntegerDiscreteFlow, images: list[np.ndarray], batch_size: int = 64) -> float:
@@ -139,9 +143,9 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
     ``checkpoint.pt`` and the exportable ``model.pt`` into ``out_dir``. Under ``torchrun``
     the processes train data-parallel (see :mod:`idfzip.distributed`).
 
-    With ``time_budget`` (seconds of this sitting), the schedule is stretched or shrunk once
-    the pace is measured (:data:`TIMING_STEPS`) so that it ends, annealed, inside the
-    budget, and the run stops at the budget in any case: for a machine lent for a fixed
+    With ``time_budget`` (seconds of this sitting), the schedule is stretched or shrunk
+    whenever the pace is measured (:data:`TIMING_STEPS`, :data:`REFIT_EVERY`) so that it
+    ends, annealed, inside the budget, and the run stops at the budget in any case: for a machine lent for a fixed
     time, where steps per second are not known in advance. The fitted schedule is logged and
     kept in the checkpoint's ``train_config``."""
     out_dir = Path(out_dir)
@@ -217,19 +221,23 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
                dynamic_ncols=True)
     running = None
     started, first_step = time.time(), step
-    timing = None  # (time, step) when this sitting's pace starts being measured
+    timing = None  # (time, step) from which the pace is being measured
     while step < config.steps:
         if deadline is not None:
             sat = step - first_step
             if sat == TIMING_STEPS[0]:
                 timing = (time.time(), step)
-            elif sat == TIMING_STEPS[1] and timing is not None:
-                pace = (step - timing[1]) / (time.time() - timing[0])
-                last = step + int(0.95 * pace * (deadline - time.time()))
+            elif timing is not None and (sat == TIMING_STEPS[1]
+                                         or step - timing[1] == REFIT_EVERY):
+                now = time.time()
+                pace = (step - timing[1]) / max(now - timing[0], 1e-9)
+                last = step + int(0.97 * pace * (deadline - now))
+                if sat == TIMING_STEPS[1] or abs(last - config.steps) > 0.02 * config.steps:
+                    log(f"time budget: {pace:.2f} steps/s, so the schedule ends at step "
+                        f"{max(step + 1, last)}")
                 config = config.stretched_to(max(step + 1, last))
                 bar.total = config.steps
-                log(f"time budget: {pace:.2f} steps/s, so the schedule ends at step "
-                    f"{config.steps} (anneal from {config.anneal_from})")
+                timing = (now, step)
         for group in optimizer.param_groups:
             group["lr"] = config.lr_at(step)
         x = replica.shard(sampler.batch(step, config.batch_size))

@@ -155,6 +155,32 @@ def test_a_time_budget_fits_the_schedule_to_the_pace_and_stops_inside_it(
     assert (tmp_path / "b" / MODEL_NAME).exists()
 
 
+def test_a_time_budget_follows_a_pace_that_changes(image_folder, tmp_path, monkeypatch):
+    """The clock moves one second a step, then two from its 150th second: the refits see
+    the slower pace and move the end earlier, so the run ends on its (annealed) schedule
+    inside the budget instead of being cut off by it."""
+    import idfzip.train as training
+    ticks = iter(range(10 ** 6))
+
+    def clock():
+        tick = next(ticks)
+        return float(tick if tick < 150 else 2 * tick - 150)
+
+    monkeypatch.setattr(training.time, "time", clock)
+    monkeypatch.setattr(training, "REFIT_EVERY", 20)
+    logs = []
+    config = TrainConfig(**{**CONFIG.__dict__, "steps": 1000, "anneal_from": 800,
+                            "checkpoint_every": 1000, "eval_every": 1000})
+    torch.set_num_threads(1)
+    train(TINY, [str(image_folder)], tmp_path, config, progress=False, log=logs.append,
+          time_budget=300)
+    state = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    fitted = TrainConfig(**state["train_config"])
+    assert state["step"] == fitted.steps < 240
+    assert not any("spent" in line for line in logs)
+    assert sum("time budget" in line for line in logs) >= 2
+
+
 def _images(folder):
     from idfzip.data import load_images
     return load_images(folder)
