@@ -66,8 +66,8 @@ class TrainConfig:
         """The same schedule over ``steps`` steps instead: the anneal starts at the same share
         of the run and both decays reach the same factor by its end (warm-up unchanged)."""
         k = steps / self.steps
-        return replace(self, steps=steps,
-                       anneal_from=None if self.anneal_from is None else round(self.anneal_from * k),
+        anneal_from = None if self.anneal_from is None else round(self.anneal_from * k)
+        return replace(self, steps=steps, anneal_from=anneal_from,
                        decay_per_1000=self.decay_per_1000 ** (1 / k),
                        anneal_decay_per_1000=self.anneal_decay_per_1000 ** (1 / k))
 
@@ -145,9 +145,9 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
 
     With ``time_budget`` (seconds of this sitting), the schedule is stretched or shrunk
     whenever the pace is measured (:data:`TIMING_STEPS`, :data:`REFIT_EVERY`) so that it
-    ends, annealed, inside the budget, and the run stops at the budget in any case: for a machine lent for a fixed
-    time, where steps per second are not known in advance. The fitted schedule is logged and
-    kept in the checkpoint's ``train_config``."""
+    ends, annealed, inside the budget, and the run stops at the budget in any case: for a
+    machine lent for a fixed time, where steps per second are not known in advance. The
+    fitted schedule is logged and kept in the checkpoint's ``train_config``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if device == "cuda" and not torch.cuda.is_available():

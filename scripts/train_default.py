@@ -4,6 +4,7 @@ form that goes into idfzip/weights/ (and whose sha256 is pinned in idfzip/zoo.py
 
     python scripts/train_default.py photo            # resumable: run it again to continue
     python scripts/train_default.py photo-v2 --device cuda   # wide: trained on a GPU
+    python scripts/train_default.py photo-w256-gpu --device cuda --minutes 9   # fit a budget
     python scripts/train_default.py photo --nproc 2 --threads 1   # data-parallel, 2 processes
     python scripts/train_default.py photo-deep       # grows photo's 50,000-step release
 
@@ -32,6 +33,7 @@ PHOTOS = [SHARED / "photos_train" / "crops.npz", SHARED / "photos_train" / "wiki
 PHOTOS_MORE = [*PHOTOS, SHARED / "photos_train" / "urban100_half",
                SHARED / "photos_train" / "sun80_third"]
 EARLIER_PHOTO = REPO / "idfzip" / "weights" / "photo-787b2fa4.pt"  # photo after 50,000 steps
+PHOTO_E28D14B3 = REPO / "idfzip" / "weights" / "photo-e28d14b3.pt"  # the last 64-wide photo
 
 
 def float_weights(release: str) -> Callable[[], Path]:
@@ -89,6 +91,20 @@ def recipe(preset: str, data: list[Path], batch: int, crop: int, eval_every: int
                      *(["--fake-quant", "int8"] if arithmetic == "int8" else [])]}
 
 
+def widened_on_gpu(preset: str, lr: float, steps: int) -> dict:
+    """photo release e28d14b3 widened to ``preset`` (growth.widen) and trained on one GPU,
+    128 x 64² a step, four widths at once sharing an H200: a nominal 10,000-step schedule
+    (anneal from 6,000) that ``idfzip train --minutes 8.8`` stretched to the ``steps`` its
+    pace allowed (TrainConfig.stretched_to), written out here so that a rerun needs no
+    budget."""
+    from idfzip.train import TrainConfig
+    fitted = TrainConfig(steps=10000, anneal_from=6000, decay_per_1000=0.95,
+                         anneal_decay_per_1000=0.56).stretched_to(steps)
+    return recipe(preset, [*PHOTOS_MORE, debian_half], 128, 64, 500, fitted.anneal_from,
+                  fitted.anneal_decay_per_1000, steps, lr=lr, warmup=300,
+                  decay=fitted.decay_per_1000, seed=2, init=PHOTO_E28D14B3)
+
+
 RECIPES = {
     # One H100 for 18 min, shared with the 4 other runs of scripts/scaling_study.py (~10 steps/s)
     "photo-v2": recipe("photo-v2", PHOTOS_MORE, 128, 64, 500, 10000, 0.85, 11000, lr=1.5e-3,
@@ -120,9 +136,13 @@ RECIPES = {
                          init=float_weights("photo-da9381cb")),
     # release da9381cb trained on from a restarted learning rate whose curve in time is
     # photo-w128's (same seed, so the same held-out images and batches)
-    "photo": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 2000, 39000, 0.8,
-                    49000, lr=5e-4, warmup=200, decay=0.969, seed=2,
-                    init=float_weights("photo-da9381cb")),
+    "photo-e28d14b3": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 2000, 39000,
+                             0.8, 49000, lr=5e-4, warmup=200, decay=0.969, seed=2,
+                             init=float_weights("photo-da9381cb")),
+    # the GPU width study (README): 8.8 minutes of one H200 for all of them at once
+    "photo-w128-gpu": widened_on_gpu("photo-w128", 1e-3, 5869),
+    "photo-w192-gpu": widened_on_gpu("photo-w192", 1e-3, 5501),
+    "photo-w256-gpu": widened_on_gpu("photo-w256", 1e-3, 5131),
     # release affb10d8 fine-tuned on the 8-bit export's grids
     "photo-int8": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 500, None, 0.85,
                          5000, lr=2e-4, warmup=50, decay=0.7, seed=3,
@@ -175,6 +195,8 @@ def run(name: str, args: argparse.Namespace) -> Path:
         cmd += ["--threads", str(args.threads)]
     if args.precision:
         cmd += ["--precision", args.precision]
+    if args.minutes:
+        cmd += ["--minutes", str(args.minutes)]
     init = recipe["init"]
     if init and not (out / "checkpoint.pt").exists():
         cmd += ["--init", str(init() if callable(init) else init)]
@@ -191,6 +213,9 @@ def main() -> None:
     p.add_argument("--precision", choices=["float32", "bfloat16"], default=None,
                    help="of the networks' hidden layers (default: bfloat16 where the hardware "
                         "has bfloat16 units, else float32)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="time budget of this sitting: the recipe's schedule is fitted to it "
+                        "once the pace is known (idfzip train --minutes)")
     p.add_argument("--nproc", type=int, default=1,
                    help="data-parallel processes on this machine (torchrun); same results")
     p.add_argument("--out", default=None, help="run folder (default runs/MODEL)")
