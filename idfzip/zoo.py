@@ -88,18 +88,18 @@ SHIPPED: dict[str, ShippedModel] = {
     "photo-deep": ShippedModel(  # files ~0.2% smaller than photo's, at 0.6x its speed
         "photo-deep", "photo-deep.pt",
         "d1f858ff262c79d8621b3c5be76cf2f511944a84474c1f766875a84aa8fe57e1"),
-    "photo": ShippedModel(  # release da9381cb trained on from a restarted learning rate
-        "photo-ycocg", "photo.pt",
-        "e28d14b3120e741c90e315b4d08d2622162c34e399f4d2d20e4de9e3c3f7048c"),
+    "photo": ShippedModel(  # release e28d14b3 widened to 128 and trained on one GPU
+        "photo-w128", "photo.pt",
+        "2bf64504ee2dfd11089034129a4fed0903754f697a5a20c0ff3f2843ddee6ef3"),
     "photo-int8": ShippedModel(  # photo release affb10d8 in the 8-bit arithmetic: ~2x speed
         "photo-ycocg", "photo-int8.pt",
         "2ea29f1d5c38d97c6b35e2147414cdacef92883aad2cead0627ca097628fe714", "int8"),
     "photo-grey": ShippedModel(
         "photo-grey", "photo-grey.pt",
         "ce3cf21de37d2a009c287a84752036a5c483627fc47bd2764ca3ee5dc6d995f8"),
-    "cifar10": ShippedModel(  # release fca2c150 trained on from a restarted learning rate
+    "cifar10": ShippedModel(  # release 1e2c6801 trained on from a restarted learning rate
         "cifar10-ycocg", "cifar10.pt",
-        "1e2c6801e13788a1c75aa96ea147d1f2a43aff96f6dd676e84c0875584de8084"),
+        "43a6de5f8fe2cc6d347a6fac56b538822a929b5e6138e0d0b8d750ef5059ef34"),
     "cifar10-int8": ShippedModel(  # cifar10 release fca2c150 in the 8-bit arithmetic: +0.019
         "cifar10-ycocg", "cifar10-int8.pt",
         "e812eb3ffe750086b4c3cc4cc640b601253204ec79411668905ff8030730e0e4", "int8"),
@@ -108,7 +108,9 @@ SHIPPED: dict[str, ShippedModel] = {
 
 # Weights that ``SHIPPED`` had in earlier releases; decoding picks them by the id in a file.
 EARLIER: dict[str, tuple[ShippedModel, ...]] = {
-    "photo": (ShippedModel("photo-ycocg", "photo-da9381cb.pt",
+    "photo": (ShippedModel("photo-ycocg", "photo-e28d14b3.pt",
+                           "e28d14b3120e741c90e315b4d08d2622162c34e399f4d2d20e4de9e3c3f7048c"),
+              ShippedModel("photo-ycocg", "photo-da9381cb.pt",
                            "da9381cbc40b14518f64f1af8d0628ab2d1be4a6f4799711680acc720ec3872a"),
               ShippedModel("photo-ycocg", "photo-affb10d8.pt",
                            "affb10d8f8d23924b8f94804144cec3bdea01ef4c9291da65c150c54c1af63bb"),
@@ -126,7 +128,9 @@ EARLIER: dict[str, tuple[ShippedModel, ...]] = {
     "photo-grey": (ShippedModel(
         "photo-grey", "photo-grey-162fe29a.pt",
         "162fe29a3a8a94a55e38edcb81cc23f46873dc6a5680e255518b1663c01dab3a"),),
-    "cifar10": (ShippedModel("cifar10-ycocg", "cifar10-fca2c150.pt",
+    "cifar10": (ShippedModel("cifar10-ycocg", "cifar10-1e2c6801.pt",
+                             "1e2c6801e13788a1c75aa96ea147d1f2a43aff96f6dd676e84c0875584de8084"),
+                ShippedModel("cifar10-ycocg", "cifar10-fca2c150.pt",
                              "fca2c15021c06c2210c35389e665f0b265b6a27e5094bafcfa31a5752878022a"),
                 ShippedModel("cifar10", "cifar10-ab2c6ac5.pt",
                              "ab2c6ac5f787392abccfa394b982caf79208bb99bc5acfb8d758426f54d9cd64"),
