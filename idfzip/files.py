@@ -46,10 +46,30 @@ def write_output(path: str, data_writer, force: bool) -> None:
         with os.fdopen(fd, "wb") as f:
             data_writer(f)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
+        if force:
+            os.replace(tmp, target)
+        else:
+            _place_new(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _place_new(tmp: str, target: Path) -> None:
+    """Give the finished ``tmp`` the name ``target`` only if no file has it: a hard link
+    fails atomically when the name exists, so another run that wrote ``target`` after the
+    first check (two runs started on the same inputs) keeps its file instead of losing it to
+    this one. Where hard links are not supported, check and rename."""
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise OSError(f"{target}: already exists (use -f to overwrite)") from None
+    except OSError:  # no hard links here (some network and FAT file systems)
+        if target.exists():
+            raise OSError(f"{target}: already exists (use -f to overwrite)") from None
+        os.replace(tmp, target)
+        return
+    os.unlink(tmp)
 
 
 def temp_prefix(name: str, pid: int | None = None) -> str:

@@ -308,6 +308,32 @@ def test_a_failed_save_leaves_no_partial_output(tmp_path, model_file):
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("links", [True, False])
+def test_an_output_another_run_wrote_meanwhile_is_kept_without_force(tmp_path, monkeypatch,
+                                                                      links):
+    """The target did not exist when this run checked, but another run wrote it while this
+    one was coding: without -f this run fails and that file stays whole (with hard links, by
+    an atomic link; without them, by a check just before the rename); with -f it replaces it."""
+    from idfzip.files import write_output
+    if not links:
+        monkeypatch.setattr("os.link", lambda *a: (_ for _ in ()).throw(PermissionError(1, "no")))
+    target = tmp_path / "out.idf"
+
+    def other_run_meanwhile(f):
+        target.write_bytes(b"the other run's file")
+        f.write(b"this run's file")
+
+    with pytest.raises(OSError, match="already exists"):
+        write_output(str(target), other_run_meanwhile, force=False)
+    assert target.read_bytes() == b"the other run's file"
+    assert leftovers(tmp_path) == []
+    write_output(str(target), other_run_meanwhile, force=True)
+    assert target.read_bytes() == b"this run's file" and leftovers(tmp_path) == []
+    target.unlink()
+    write_output(str(target), lambda f: f.write(b"new"), force=False)
+    assert target.read_bytes() == b"new" and leftovers(tmp_path) == []
+
+
 # -- errors: one line, exit status, nothing left behind -------------------------------------
 
 ERRORS = [
