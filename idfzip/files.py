@@ -34,7 +34,7 @@ def write_output(path: str, data_writer, force: bool) -> None:
         return
     target = Path(path)
     if target.exists() and not force:
-        raise OSError(f"{path}: already exists (use -f to overwrite)")
+        raise already_exists(path)
     if target.is_dir():
         raise OSError(f"{path}: is a directory")
     try:
@@ -55,6 +55,10 @@ def write_output(path: str, data_writer, force: bool) -> None:
         raise
 
 
+def already_exists(path) -> OSError:
+    return OSError(f"{path}: already exists (use -f to overwrite)")
+
+
 def _place_new(tmp: str, target: Path) -> None:
     """Give the finished ``tmp`` the name ``target`` only if no file has it: a hard link
     fails atomically when the name exists, so another run that wrote ``target`` after the
@@ -63,10 +67,10 @@ def _place_new(tmp: str, target: Path) -> None:
     try:
         os.link(tmp, target)
     except FileExistsError:
-        raise OSError(f"{target}: already exists (use -f to overwrite)") from None
+        raise already_exists(target) from None
     except OSError:  # no hard links here (some network and FAT file systems)
         if target.exists():
-            raise OSError(f"{target}: already exists (use -f to overwrite)") from None
+            raise already_exists(target) from None
         os.replace(tmp, target)
         return
     os.unlink(tmp)
@@ -91,4 +95,4 @@ def refuse_to_clobber(source: str, out: str, force: bool) -> None:
     if Path(out).exists() and source != "-" and Path(out).resolve() == Path(source).resolve():
         raise OSError(f"{out}: output would overwrite the input")
     if Path(out).exists() and not force:
-        raise OSError(f"{out}: already exists (use -f to overwrite)")
+        raise already_exists(out)

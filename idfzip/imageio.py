@@ -149,12 +149,9 @@ def source_bits(image: Image.Image, data: bytes | None = None) -> tuple[int, str
     SIZ marker and the AVIF pixi box (the last two need the file's bytes)."""
     fmt = image.format or "image"
     best, what = 8, fmt
-    for tile in getattr(image, "tile", None) or []:
-        args = tile.args if hasattr(tile, "args") else tile[3]
-        rawmode = args if isinstance(args, str) else \
-            args[0] if isinstance(args, tuple) and args and isinstance(args[0], str) else ""
+    for decoder, args, rawmode in _tiles(image):
         bits = _rawmode_bits(rawmode)
-        if tile[0] in ("ppm", "ppm_plain") and isinstance(args, tuple) and len(args) > 1 \
+        if decoder in ("ppm", "ppm_plain") and isinstance(args, tuple) and len(args) > 1 \
                 and isinstance(args[1], int):
             bits = max(bits, int(args[1]).bit_length())  # maxval 65535: 16 bits
         if bits > best:
@@ -173,15 +170,16 @@ def source_bits(image: Image.Image, data: bytes | None = None) -> tuple[int, str
     return best, what
 
 
-def _tile_rawmodes(image: Image.Image) -> list[str]:
-    """The raw modes of an image's tiles (known only until it is loaded)."""
-    modes = []
+def _tiles(image: Image.Image) -> list[tuple[str, object, str]]:
+    """(decoder, decoder arguments, raw mode) of each of an image's tiles, known only until
+    it is loaded; the raw mode is "" where the arguments name none."""
+    out = []
     for tile in getattr(image, "tile", None) or []:
         args = tile.args if hasattr(tile, "args") else tile[3]
-        modes.append(args if isinstance(args, str) else
-                     args[0] if isinstance(args, tuple) and args and isinstance(args[0], str)
-                     else "")
-    return modes
+        rawmode = args if isinstance(args, str) else \
+            args[0] if isinstance(args, tuple) and args and isinstance(args[0], str) else ""
+        out.append((tile[0], args, rawmode))
+    return out
 
 
 def scale_grey_key(image: Image.Image) -> None:
@@ -192,7 +190,7 @@ def scale_grey_key(image: Image.Image) -> None:
     key = image.info.get("transparency")
     if image.format != "PNG" or image.mode != "L" or not isinstance(key, int):
         return
-    for rawmode in _tile_rawmodes(image):
+    for _, _, rawmode in _tiles(image):
         m = re.fullmatch(r"L;([124])", rawmode)
         if m:
             image.info["transparency"] = key * (255 // ((1 << int(m.group(1))) - 1))

@@ -139,12 +139,11 @@ RECIPES = {
     "photo-e28d14b3": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 2000, 39000,
                              0.8, 49000, lr=5e-4, warmup=200, decay=0.969, seed=2,
                              init=float_weights("photo-da9381cb")),
-    # the GPU width study (README): 8.8 minutes of one H200 for all of them at once
-    "photo-w128-gpu": widened_on_gpu("photo-w128", 1e-3, 5869),
+    # the GPU width study (README): 8.8 minutes of one H200 for all of them at once; its
+    # 128-wide run is the shipped photo (release 2bf64504)
+    "photo": widened_on_gpu("photo-w128", 1e-3, 5869),
     "photo-w192-gpu": widened_on_gpu("photo-w192", 1e-3, 5501),
     "photo-w256-gpu": widened_on_gpu("photo-w256", 1e-3, 5131),
-    # release e28d14b3 widened to 128 and trained on one H200 beside the other widths
-    "photo": widened_on_gpu("photo-w128", 1e-3, 5869),
     # release affb10d8 fine-tuned on the 8-bit export's grids
     "photo-int8": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 500, None, 0.85,
                          5000, lr=2e-4, warmup=50, decay=0.7, seed=3,
