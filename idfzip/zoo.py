@@ -24,6 +24,9 @@ PHOTO_YCOCG = FlowConfig(channels=3, levels=4, steps_per_level=4, hidden=64, dep
                          prior_hidden=64, prior_depth=2, top_stages=2,
                          colour_transform="ycocg-r")
 
+CIFAR10_YCOCG = FlowConfig(channels=3, levels=3, steps_per_level=4, hidden=64, depth=2,
+                           prior_hidden=64, prior_depth=2, colour_transform="ycocg-r")
+
 
 def at_width(config: FlowConfig, width: int) -> FlowConfig:
     """``config`` with every coupling and prior network ``width`` wide."""
@@ -66,8 +69,11 @@ PRESETS: dict[str, FlowConfig] = {
                           prior_hidden=64, prior_depth=2),
     # cifar10's layout behind a YCoCg-R colour transform: the shipped cifar10 since release
     # fca2c150 (release ab2c6ac5 recoloured, idfzip.growth.recolour, and trained on).
-    "cifar10-ycocg": FlowConfig(channels=3, levels=3, steps_per_level=4, hidden=64, depth=2,
-                                prior_hidden=64, prior_depth=2, colour_transform="ycocg-r"),
+    "cifar10-ycocg": CIFAR10_YCOCG,
+    # cifar10-ycocg at 128 / 192 / 256 wide, grown from a trained cifar10 by growth.widen
+    "cifar10-w128": at_width(CIFAR10_YCOCG, 128),
+    "cifar10-w192": at_width(CIFAR10_YCOCG, 192),
+    "cifar10-w256": at_width(CIFAR10_YCOCG, 256),
 }
 
 WEIGHTS = resources.files("idfzip") / "weights"
@@ -91,18 +97,18 @@ SHIPPED: dict[str, ShippedModel] = {
     "photo": ShippedModel(  # release e28d14b3 widened to 128 and trained on one GPU
         "photo-w128", "photo.pt",
         "2bf64504ee2dfd11089034129a4fed0903754f697a5a20c0ff3f2843ddee6ef3"),
-    "photo-int8": ShippedModel(  # photo release affb10d8 in the 8-bit arithmetic: ~2x speed
+    "photo-int8": ShippedModel(  # photo release e28d14b3 in the 8-bit arithmetic: ~2x speed
         "photo-ycocg", "photo-int8.pt",
-        "2ea29f1d5c38d97c6b35e2147414cdacef92883aad2cead0627ca097628fe714", "int8"),
+        "a7b51ba523c50c84b0e2f0e49ed76d27d560bb1c400b7a97af584e605f6d5b01", "int8"),
     "photo-grey": ShippedModel(
         "photo-grey", "photo-grey.pt",
         "ce3cf21de37d2a009c287a84752036a5c483627fc47bd2764ca3ee5dc6d995f8"),
-    "cifar10": ShippedModel(  # release 1e2c6801 trained on from a restarted learning rate
-        "cifar10-ycocg", "cifar10.pt",
-        "43a6de5f8fe2cc6d347a6fac56b538822a929b5e6138e0d0b8d750ef5059ef34"),
-    "cifar10-int8": ShippedModel(  # cifar10 release fca2c150 in the 8-bit arithmetic: +0.019
+    "cifar10": ShippedModel(  # release 43a6de5f widened to 256 and trained on one GPU
+        "cifar10-w256", "cifar10.pt",
+        "20d5e707adc7347b36124ed25383eae88eb49f4814d4e0fa50f2d8d65da7ad0e"),
+    "cifar10-int8": ShippedModel(  # cifar10 release 43a6de5f in the 8-bit arithmetic: +0.033
         "cifar10-ycocg", "cifar10-int8.pt",
-        "e812eb3ffe750086b4c3cc4cc640b601253204ec79411668905ff8030730e0e4", "int8"),
+        "b674815d1491958c6a9e4d52dd129653587c55eeb122cd59e3a7bee0a1d9c638", "int8"),
 }
 
 
@@ -122,13 +128,19 @@ EARLIER: dict[str, tuple[ShippedModel, ...]] = {
                            "787b2fa4ee1c7de5c15287901fcbfb0a97ba0a7a7fe12e523927401d694d5c11"),
               ShippedModel("photo-r1", "photo-cb8726df.pt",
                            "cb8726df11a26a072102bf56d7373e408bed5824ef02209672baec41003fafbb"),),
-    "photo-int8": (ShippedModel(  # photo release 24dff000 in the 8-bit arithmetic
-        "photo", "photo-int8-7a3f1952.pt",
-        "7a3f19523483423e378ca02e7a475f8e18ee9cc63609d0c7caf02b0d94abd739", "int8"),),
+    "photo-int8": (
+        ShippedModel(  # photo release affb10d8 in the 8-bit arithmetic
+            "photo-ycocg", "photo-int8-2ea29f1d.pt",
+            "2ea29f1d5c38d97c6b35e2147414cdacef92883aad2cead0627ca097628fe714", "int8"),
+        ShippedModel(  # photo release 24dff000 in the 8-bit arithmetic
+            "photo", "photo-int8-7a3f1952.pt",
+            "7a3f19523483423e378ca02e7a475f8e18ee9cc63609d0c7caf02b0d94abd739", "int8"),),
     "photo-grey": (ShippedModel(
         "photo-grey", "photo-grey-162fe29a.pt",
         "162fe29a3a8a94a55e38edcb81cc23f46873dc6a5680e255518b1663c01dab3a"),),
-    "cifar10": (ShippedModel("cifar10-ycocg", "cifar10-1e2c6801.pt",
+    "cifar10": (ShippedModel("cifar10-ycocg", "cifar10-43a6de5f.pt",
+                             "43a6de5f8fe2cc6d347a6fac56b538822a929b5e6138e0d0b8d750ef5059ef34"),
+                ShippedModel("cifar10-ycocg", "cifar10-1e2c6801.pt",
                              "1e2c6801e13788a1c75aa96ea147d1f2a43aff96f6dd676e84c0875584de8084"),
                 ShippedModel("cifar10-ycocg", "cifar10-fca2c150.pt",
                              "fca2c15021c06c2210c35389e665f0b265b6a27e5094bafcfa31a5752878022a"),
@@ -136,9 +148,13 @@ EARLIER: dict[str, tuple[ShippedModel, ...]] = {
                              "ab2c6ac5f787392abccfa394b982caf79208bb99bc5acfb8d758426f54d9cd64"),
                 ShippedModel("cifar10", "cifar10-291f5ecb.pt",
                              "291f5ecba1b305c0a3a041792e967901c3752459b7a2a8e9632495bf4b0b98f8"),),
-    "cifar10-int8": (ShippedModel(  # cifar10 release ab2c6ac5 in the 8-bit arithmetic
-        "cifar10", "cifar10-int8-67434443.pt",
-        "67434443b4d658265e04a3291d2d9a9087d6cdf1e3627bedb18b05fb4c7dc824", "int8"),),
+    "cifar10-int8": (
+        ShippedModel(  # cifar10 release fca2c150 in the 8-bit arithmetic
+            "cifar10-ycocg", "cifar10-int8-e812eb3f.pt",
+            "e812eb3ffe750086b4c3cc4cc640b601253204ec79411668905ff8030730e0e4", "int8"),
+        ShippedModel(  # cifar10 release ab2c6ac5 in the 8-bit arithmetic
+            "cifar10", "cifar10-int8-67434443.pt",
+            "67434443b4d658265e04a3291d2d9a9087d6cdf1e3627bedb18b05fb4c7dc824", "int8"),),
 }
 
 

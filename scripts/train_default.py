@@ -23,7 +23,7 @@ import argparse
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,23 +36,29 @@ EARLIER_PHOTO = REPO / "idfzip" / "weights" / "photo-787b2fa4.pt"  # photo after
 PHOTO_E28D14B3 = REPO / "idfzip" / "weights" / "photo-e28d14b3.pt"  # the last 64-wide photo
 
 
-def float_weights(release: str) -> Callable[[], Path]:
+@dataclass(frozen=True)
+class FloatWeights:
     """The float weights of a shipped release, from its training checkpoint (kept in
     data/checkpoints), as a model file for ``--init`` (made on first use)."""
-    def make() -> Path:
+    release: str
+
+    @property
+    def checkpoint(self) -> Path:
+        return REPO / "data" / "checkpoints" / f"{self.release}.pt"
+
+    def __call__(self, args: argparse.Namespace | None = None) -> Path:
         from idfzip.train import model_of_checkpoint
         from idfzip.weights import save_model
-        out = REPO / "runs" / f"{release}-float.pt"
+        out = REPO / "runs" / f"{self.release}-float.pt"
         if not out.exists():
             out.parent.mkdir(parents=True, exist_ok=True)
-            save_model(model_of_checkpoint(REPO / "data" / "checkpoints" / f"{release}.pt"), out)
+            save_model(model_of_checkpoint(self.checkpoint), out)
         return out
-    return make
 
 
 # photo release d384f497: the start of release 24dff000, exactly as scripts/ab_study.py
 # starts its variants
-photo_d384f497 = float_weights("photo-d384f497")
+photo_d384f497 = FloatWeights("photo-d384f497")
 
 
 def debian_half() -> Path:
@@ -71,6 +77,9 @@ def debian_half() -> Path:
     return out
 
 
+PHOTOS_GPU = [*PHOTOS_MORE, debian_half]
+
+
 def recipe(preset: str, data: list[Path], batch: int, crop: int, eval_every: int,
            anneal_from: int, anneal_decay: float, steps: int, lr: float = 3e-3,
            warmup: int = 500, holdout: float = 0.02, init=None, decay: float = 0.97,
@@ -78,9 +87,10 @@ def recipe(preset: str, data: list[Path], batch: int, crop: int, eval_every: int
     """Data and ``idfzip train`` arguments of one shipped model: Adamax at ``lr`` with ``warmup``
     warm-up steps and ``decay`` per 1000 steps, then annealed from ``anneal_from`` (None:
     never). With ``init``, training starts from that model file (grown to ``preset`` if it has
-    fewer flow steps, simpler priors or no colour transform). A data entry or ``init`` may be a
-    function that makes the folder or file. With ``arithmetic="int8"`` it trains on the 8-bit
-    export's grids (quantisation-aware) and is exported to that arithmetic."""
+    fewer flow steps, simpler priors or no colour transform). A data entry may be a function
+    that makes the folder; ``init`` a model file, :class:`FloatWeights` or :class:`After`. With
+    ``arithmetic="int8"`` it trains on the 8-bit export's grids (quantisation-aware) and is
+    exported to that arithmetic."""
     return {"data": data, "steps": steps, "init": init, "arithmetic": arithmetic,
             "args": ["--preset", preset, "--batch-size", str(batch), "--crop", str(crop),
                      "--eval-every", str(eval_every), "--lr", str(lr), "--warmup-steps",
@@ -91,18 +101,31 @@ def recipe(preset: str, data: list[Path], batch: int, crop: int, eval_every: int
                      *(["--fake-quant", "int8"] if arithmetic == "int8" else [])]}
 
 
-def widened_on_gpu(preset: str, lr: float, steps: int) -> dict:
-    """photo release e28d14b3 widened to ``preset`` (growth.widen) and trained on one GPU,
-    128 x 64² a step, four widths at once sharing an H200: a nominal 10,000-step schedule
-    (anneal from 6,000) that ``idfzip train --minutes 8.8`` stretched to the ``steps`` its
-    pace allowed (TrainConfig.stretched_to), written out here so that a rerun needs no
+def on_gpu(preset: str, data: list, batch: int, crop: int, lr: float, steps: int, init,
+           nominal: tuple[int, int] = (10000, 6000), warmup: int = 300) -> dict:
+    """A run on one GPU under ``idfzip train --minutes``: a ``nominal`` (steps, anneal from)
+    schedule, decay 0.95 then 0.56 per 1000 steps, that the time budget stretched to the
+    ``steps`` its pace allowed (TrainConfig.stretched_to; the refits round the anneal step,
+    so a rerun may differ by a step there), written out here so that a rerun needs no
     budget."""
     from idfzip.train import TrainConfig
-    fitted = TrainConfig(steps=10000, anneal_from=6000, decay_per_1000=0.95,
+    fitted = TrainConfig(steps=nominal[0], anneal_from=nominal[1], decay_per_1000=0.95,
                          anneal_decay_per_1000=0.56).stretched_to(steps)
-    return recipe(preset, [*PHOTOS_MORE, debian_half], 128, 64, 500, fitted.anneal_from,
-                  fitted.anneal_decay_per_1000, steps, lr=lr, warmup=300,
-                  decay=fitted.decay_per_1000, seed=2, init=PHOTO_E28D14B3)
+    return recipe(preset, data, batch, crop, 500, fitted.anneal_from,
+                  fitted.anneal_decay_per_1000, steps, lr=lr, warmup=warmup,
+                  decay=fitted.decay_per_1000, seed=2, init=init)
+
+
+@dataclass(frozen=True)
+class After:
+    """The model that recipe ``stage`` ends with, as an ``init``: trains it first if
+    runs/STAGE has not finished it (same device and threads, its own steps)."""
+    stage: str
+
+    def __call__(self, args: argparse.Namespace) -> Path:
+        earlier = argparse.Namespace(**{**vars(args), "steps": None, "minutes": None,
+                                        "out": None})
+        return run(self.stage, earlier) / "model.pt"
 
 
 RECIPES = {
@@ -117,37 +140,42 @@ RECIPES = {
     # release 24dff000 read through YCoCg-R (growth.recolour) and trained on
     "photo-affb10d8": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 2000, 19000,
                              0.7, 24000, lr=1e-3, warmup=200, decay=0.92, seed=2,
-                             init=float_weights("photo-24dff000")),
+                             init=FloatWeights("photo-24dff000")),
     # release affb10d8 trained on from a restarted learning rate (same seed, so the same
     # held-out images), in bfloat16 on a CPU with AVX-512 BF16
     "photo-da9381cb": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 2000, 25000,
                              0.7, 32000, lr=5e-4, warmup=200, decay=0.95, seed=2,
-                             init=float_weights("photo-affb10d8")),
+                             init=FloatWeights("photo-affb10d8")),
     # release 24dff000 fine-tuned on the 8-bit export's grids (issue #14)
     "photo-int8-7a3f1952": recipe("photo", [*PHOTOS_MORE, debian_half], 16, 64, 500, None,
                                   0.85, 6000, lr=2e-4, warmup=50, decay=0.7, seed=3,
-                                  init=float_weights("photo-24dff000"), arithmetic="int8"),
+                                  init=FloatWeights("photo-24dff000"), arithmetic="int8"),
     # release da9381cb widened to 128-wide networks (idfzip.growth.widen: the same function
     # at the start) and trained on in bfloat16, beside the 64-wide restart below for the same
     # wall time (one core each of a 2-core Xeon with AMX: 0.24 and 0.15 s per step); not
     # shipped (see the README's width study)
     "photo-w128": recipe("photo-w128", [*PHOTOS_MORE, debian_half], 16, 64, 2000, 24000, 0.7,
                          30000, lr=5e-4, warmup=200, decay=0.95, seed=2,
-                         init=float_weights("photo-da9381cb")),
+                         init=FloatWeights("photo-da9381cb")),
     # release da9381cb trained on from a restarted learning rate whose curve in time is
     # photo-w128's (same seed, so the same held-out images and batches)
     "photo-e28d14b3": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 2000, 39000,
                              0.8, 49000, lr=5e-4, warmup=200, decay=0.969, seed=2,
-                             init=float_weights("photo-da9381cb")),
+                             init=FloatWeights("photo-da9381cb")),
     # the GPU width study (README): 8.8 minutes of one H200 for all of them at once; its
     # 128-wide run is the shipped photo (release 2bf64504)
-    "photo": widened_on_gpu("photo-w128", 1e-3, 5869),
-    "photo-w192-gpu": widened_on_gpu("photo-w192", 1e-3, 5501),
-    "photo-w256-gpu": widened_on_gpu("photo-w256", 1e-3, 5131),
+    # (release e28d14b3 widened by growth.widen; 128 x 64² a step, four runs sharing an H200)
+    "photo": on_gpu("photo-w128", PHOTOS_GPU, 128, 64, 1e-3, 5869, PHOTO_E28D14B3),
+    "photo-w192-gpu": on_gpu("photo-w192", PHOTOS_GPU, 128, 64, 1e-3, 5501, PHOTO_E28D14B3),
+    "photo-w256-gpu": on_gpu("photo-w256", PHOTOS_GPU, 128, 64, 1e-3, 5131, PHOTO_E28D14B3),
     # release affb10d8 fine-tuned on the 8-bit export's grids
+    "photo-int8-2ea29f1d": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 500,
+                                  None, 0.85, 5000, lr=2e-4, warmup=50, decay=0.7, seed=3,
+                                  init=FloatWeights("photo-affb10d8"), arithmetic="int8"),
+    # the same from release e28d14b3, the last 64-wide photo
     "photo-int8": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 500, None, 0.85,
                          5000, lr=2e-4, warmup=50, decay=0.7, seed=3,
-                         init=float_weights("photo-affb10d8"), arithmetic="int8"),
+                         init=FloatWeights("photo-e28d14b3"), arithmetic="int8"),
     "photo-deep": recipe("photo-deep", PHOTOS, 16, 64, 500, 6000, 0.85, 16000, lr=5e-4,
                          warmup=200, init=EARLIER_PHOTO),
     "photo-grey": recipe("photo-grey", PHOTOS, 16, 64, 500, 7800, 0.8, 16000),
@@ -156,28 +184,40 @@ RECIPES = {
     # release ab2c6ac5 read through YCoCg-R (idfzip.growth.recolour) and trained on
     "cifar10-fca2c150": recipe("cifar10-ycocg", [SHARED / "cifar10"], 32, 32, 2000, 10000, 0.7,
                                14000, lr=1e-3, warmup=200, decay=0.88, seed=2,
-                               init=float_weights("cifar10-ab2c6ac5")),
+                               init=FloatWeights("cifar10-ab2c6ac5")),
     # release fca2c150 trained on from a restarted learning rate (same seed and held-out
     # images), in bfloat16 on a CPU with AVX-512 BF16
     "cifar10-1e2c6801": recipe("cifar10-ycocg", [SHARED / "cifar10"], 32, 32, 2000, 50000, 0.7,
                                60000, lr=4e-4, warmup=200, decay=0.97, seed=2,
-                               init=float_weights("cifar10-fca2c150")),
+                               init=FloatWeights("cifar10-fca2c150")),
     # release 1e2c6801 trained on from a restarted learning rate (same seed and held-out
     # images), in bfloat16 on a CPU with AMX, under a time budget (idfzip train --minutes:
     # 75, then 48 after a restart at step 5,000, the schedule refitted to the pace every 500
     # steps); its last fitted schedule, written out
-    "cifar10": recipe("cifar10-ycocg", [SHARED / "cifar10"], 32, 32, 2000, 32968,
-                      0.614585998485019, 43961, lr=3e-4, warmup=200, decay=0.9592801390496585,
-                      seed=2, init=float_weights("cifar10-1e2c6801")),
+    "cifar10-43a6de5f": recipe("cifar10-ycocg", [SHARED / "cifar10"], 32, 32, 2000, 32968,
+                               0.614585998485019, 43961, lr=3e-4, warmup=200,
+                               decay=0.9592801390496585, seed=2,
+                               init=FloatWeights("cifar10-1e2c6801")),
+    # release 43a6de5f widened to 256 (growth.widen) and trained on one H200, 256 x 32² a
+    # step, beside three other widths / rates (README: CIFAR-10 width study), 8.6 minutes...
+    "cifar10-w256-gpu": on_gpu("cifar10-w256", [SHARED / "cifar10"], 256, 32, 2e-3, 8850,
+                               FloatWeights("cifar10-43a6de5f")),
+    # ...then 3.4 more minutes from a restarted learning rate, beside a run at 1e-3
+    "cifar10": on_gpu("cifar10-w256", [SHARED / "cifar10"], 256, 32, 2e-3, 4551,
+                      After("cifar10-w256-gpu"), nominal=(6000, 2500), warmup=100),
     # release ab2c6ac5 fine-tuned on the 8-bit export's grids (issue #14)
     "cifar10-int8-67434443": recipe("cifar10", [SHARED / "cifar10"], 32, 32, 500, None, 0.85,
                                     6000, lr=2e-4, warmup=50, decay=0.7, seed=3,
-                                    init=float_weights("cifar10-ab2c6ac5"),
+                                    init=FloatWeights("cifar10-ab2c6ac5"),
                                     arithmetic="int8"),
     # release fca2c150 fine-tuned on the 8-bit export's grids
+    "cifar10-int8-e812eb3f": recipe("cifar10-ycocg", [SHARED / "cifar10"], 32, 32, 500, None,
+                                    0.85, 6000, lr=2e-4, warmup=50, decay=0.7, seed=3,
+                                    init=FloatWeights("cifar10-fca2c150"), arithmetic="int8"),
+    # the same from release 43a6de5f, the last 64-wide cifar10
     "cifar10-int8": recipe("cifar10-ycocg", [SHARED / "cifar10"], 32, 32, 500, None, 0.85, 6000,
                            lr=2e-4, warmup=50, decay=0.7, seed=3,
-                           init=float_weights("cifar10-fca2c150"), arithmetic="int8"),
+                           init=FloatWeights("cifar10-43a6de5f"), arithmetic="int8"),
 }
 
 
@@ -207,7 +247,7 @@ def run(name: str, args: argparse.Namespace) -> Path:
         cmd += ["--minutes", str(args.minutes)]
     init = recipe["init"]
     if init and not (out / "checkpoint.pt").exists():
-        cmd += ["--init", str(init() if callable(init) else init)]
+        cmd += ["--init", str(init(args) if callable(init) else init)]
     subprocess.run(cmd, check=True)
     return out
 
