@@ -79,7 +79,8 @@ def debian_half() -> Path:
     return out
 
 
-PHOTOS_GPU = [*PHOTOS_MORE, debian_half]
+# every photo source: shared/data's and the Debian half
+PHOTOS_ALL = [*PHOTOS_MORE, debian_half]
 
 
 def recipe(preset: str, data: list[Path], batch: int, crop: int, eval_every: int,
@@ -118,6 +119,13 @@ def on_gpu(preset: str, data: list, batch: int, crop: int, lr: float, steps: int
                   decay=fitted.decay_per_1000, seed=2, init=init)
 
 
+def on_8bit_grids(preset: str, data: list, batch: int, crop: int, steps: int, init) -> dict:
+    """A trained model's weights calibrated and fine-tuned on the 8-bit export's grids (issue
+    #14): Adamax lr 2e-4, 50 warm-up steps, decay 0.7 per 1000, seed 3, float32."""
+    return recipe(preset, data, batch, crop, 500, None, 0.85, steps, lr=2e-4, warmup=50,
+                  decay=0.7, seed=3, init=init, arithmetic="int8")
+
+
 @dataclass(frozen=True)
 class After:
     """The model that recipe ``stage`` ends with, as an ``init``: trains it first if
@@ -136,48 +144,45 @@ RECIPES = {
                        holdout=0.05),
     # release d384f497 (see the README) with its top latent in two groups, fine-tuned further;
     # its first 6,000 steps are scripts/ab_study.py's variant top2
-    "photo-24dff000": recipe("photo", [*PHOTOS_MORE, debian_half], 16, 64, 2000, None, 0.85,
+    "photo-24dff000": recipe("photo", PHOTOS_ALL, 16, 64, 2000, None, 0.85,
                              20000, lr=5e-4, warmup=100, decay=0.9, seed=1,
                              init=photo_d384f497),
     # release 24dff000 read through YCoCg-R (growth.recolour) and trained on
-    "photo-affb10d8": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 2000, 19000,
+    "photo-affb10d8": recipe("photo-ycocg", PHOTOS_ALL, 16, 64, 2000, 19000,
                              0.7, 24000, lr=1e-3, warmup=200, decay=0.92, seed=2,
                              init=FloatWeights("photo-24dff000")),
     # release affb10d8 trained on from a restarted learning rate (same seed, so the same
     # held-out images), in bfloat16 on a CPU with AVX-512 BF16
-    "photo-da9381cb": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 2000, 25000,
+    "photo-da9381cb": recipe("photo-ycocg", PHOTOS_ALL, 16, 64, 2000, 25000,
                              0.7, 32000, lr=5e-4, warmup=200, decay=0.95, seed=2,
                              init=FloatWeights("photo-affb10d8")),
     # release 24dff000 fine-tuned on the 8-bit export's grids (issue #14)
-    "photo-int8-7a3f1952": recipe("photo", [*PHOTOS_MORE, debian_half], 16, 64, 500, None,
-                                  0.85, 6000, lr=2e-4, warmup=50, decay=0.7, seed=3,
-                                  init=FloatWeights("photo-24dff000"), arithmetic="int8"),
+    "photo-int8-7a3f1952": on_8bit_grids("photo", PHOTOS_ALL, 16, 64, 6000,
+                                         FloatWeights("photo-24dff000")),
     # release da9381cb widened to 128-wide networks (idfzip.growth.widen: the same function
     # at the start) and trained on in bfloat16, beside the 64-wide restart below for the same
     # wall time (one core each of a 2-core Xeon with AMX: 0.24 and 0.15 s per step); not
     # shipped (see the README's width study)
-    "photo-w128": recipe("photo-w128", [*PHOTOS_MORE, debian_half], 16, 64, 2000, 24000, 0.7,
+    "photo-w128": recipe("photo-w128", PHOTOS_ALL, 16, 64, 2000, 24000, 0.7,
                          30000, lr=5e-4, warmup=200, decay=0.95, seed=2,
                          init=FloatWeights("photo-da9381cb")),
     # release da9381cb trained on from a restarted learning rate whose curve in time is
     # photo-w128's (same seed, so the same held-out images and batches)
-    "photo-e28d14b3": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 2000, 39000,
+    "photo-e28d14b3": recipe("photo-ycocg", PHOTOS_ALL, 16, 64, 2000, 39000,
                              0.8, 49000, lr=5e-4, warmup=200, decay=0.969, seed=2,
                              init=FloatWeights("photo-da9381cb")),
     # the GPU width study (README): 8.8 minutes of one H200 for all of them at once; its
     # 128-wide run is the shipped photo (release 2bf64504)
     # (release e28d14b3 widened by growth.widen; 128 x 64² a step, four runs sharing an H200)
-    "photo": on_gpu("photo-w128", PHOTOS_GPU, 128, 64, 1e-3, 5869, PHOTO_E28D14B3),
-    "photo-w192-gpu": on_gpu("photo-w192", PHOTOS_GPU, 128, 64, 1e-3, 5501, PHOTO_E28D14B3),
-    "photo-w256-gpu": on_gpu("photo-w256", PHOTOS_GPU, 128, 64, 1e-3, 5131, PHOTO_E28D14B3),
+    "photo": on_gpu("photo-w128", PHOTOS_ALL, 128, 64, 1e-3, 5869, PHOTO_E28D14B3),
+    "photo-w192-gpu": on_gpu("photo-w192", PHOTOS_ALL, 128, 64, 1e-3, 5501, PHOTO_E28D14B3),
+    "photo-w256-gpu": on_gpu("photo-w256", PHOTOS_ALL, 128, 64, 1e-3, 5131, PHOTO_E28D14B3),
     # release affb10d8 fine-tuned on the 8-bit export's grids
-    "photo-int8-2ea29f1d": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 500,
-                                  None, 0.85, 5000, lr=2e-4, warmup=50, decay=0.7, seed=3,
-                                  init=FloatWeights("photo-affb10d8"), arithmetic="int8"),
+    "photo-int8-2ea29f1d": on_8bit_grids("photo-ycocg", PHOTOS_ALL, 16, 64, 5000,
+                                         FloatWeights("photo-affb10d8")),
     # the same from release e28d14b3, the last 64-wide photo
-    "photo-int8": recipe("photo-ycocg", [*PHOTOS_MORE, debian_half], 16, 64, 500, None, 0.85,
-                         5000, lr=2e-4, warmup=50, decay=0.7, seed=3,
-                         init=FloatWeights("photo-e28d14b3"), arithmetic="int8"),
+    "photo-int8": on_8bit_grids("photo-ycocg", PHOTOS_ALL, 16, 64, 5000,
+                                FloatWeights("photo-e28d14b3")),
     "photo-deep": recipe("photo-deep", PHOTOS, 16, 64, 500, 6000, 0.85, 16000, lr=5e-4,
                          warmup=200, init=EARLIER_PHOTO),
     "photo-grey": recipe("photo-grey", PHOTOS, 16, 64, 500, 7800, 0.8, 16000),
@@ -208,23 +213,18 @@ RECIPES = {
     "cifar10": on_gpu("cifar10-w256", [SHARED / "cifar10"], 256, 32, 2e-3, 4551,
                       After("cifar10-w256-gpu"), nominal=(6000, 2500), warmup=100),
     # release ab2c6ac5 fine-tuned on the 8-bit export's grids (issue #14)
-    "cifar10-int8-67434443": recipe("cifar10", [SHARED / "cifar10"], 32, 32, 500, None, 0.85,
-                                    6000, lr=2e-4, warmup=50, decay=0.7, seed=3,
-                                    init=FloatWeights("cifar10-ab2c6ac5"),
-                                    arithmetic="int8"),
+    "cifar10-int8-67434443": on_8bit_grids("cifar10", [SHARED / "cifar10"], 32, 32, 6000,
+                                           FloatWeights("cifar10-ab2c6ac5")),
     # release fca2c150 fine-tuned on the 8-bit export's grids
-    "cifar10-int8-e812eb3f": recipe("cifar10-ycocg", [SHARED / "cifar10"], 32, 32, 500, None,
-                                    0.85, 6000, lr=2e-4, warmup=50, decay=0.7, seed=3,
-                                    init=FloatWeights("cifar10-fca2c150"), arithmetic="int8"),
+    "cifar10-int8-e812eb3f": on_8bit_grids("cifar10-ycocg", [SHARED / "cifar10"], 32, 32, 6000,
+                                           FloatWeights("cifar10-fca2c150")),
     # the same from release 43a6de5f, the last 64-wide cifar10
-    "cifar10-int8-b674815d": recipe("cifar10-ycocg", [SHARED / "cifar10"], 32, 32, 500, None,
-                                    0.85, 6000, lr=2e-4, warmup=50, decay=0.7, seed=3,
-                                    init=FloatWeights("cifar10-43a6de5f"), arithmetic="int8"),
+    "cifar10-int8-b674815d": on_8bit_grids("cifar10-ycocg", [SHARED / "cifar10"], 32, 32, 6000,
+                                           FloatWeights("cifar10-43a6de5f")),
     # the same from release 20d5e707, 256 wide: 6,000 steps in 0.69 h, 2 threads, on the
     # 2-core AMD EPYC with AVX-512 BF16
-    "cifar10-int8": recipe("cifar10-w256", [SHARED / "cifar10"], 32, 32, 500, None, 0.85, 6000,
-                           lr=2e-4, warmup=50, decay=0.7, seed=3, init=CIFAR10_20D5E707,
-                           arithmetic="int8"),
+    "cifar10-int8": on_8bit_grids("cifar10-w256", [SHARED / "cifar10"], 32, 32, 6000,
+                                  CIFAR10_20D5E707),
 }
 
 
