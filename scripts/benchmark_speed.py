@@ -6,9 +6,10 @@
   and thread count; where the time goes (network, entropy coding, the rest) on one photo.
 * Sweep (``--sweep``): the same for networks 64 / 128 / 256 wide in the default model's
   layout, each exported to the limb and to the 8-bit arithmetic, beside JPEG-XL in the same
-  run. The 64-wide one is the default model's float weights; the wider ones hold them in their
-  first 64 channels and small random weights in the others (so they code like it, through
-  the flow, at the wider networks' cost: their speed is what the table is for).
+  run. The 64-wide one is the float weights of ``photo``'s last 64-wide release
+  (``SWEEP_BASE``); the wider ones hold them in their first 64 channels and small random
+  weights in the others (so they code like it, through the flow, at the wider networks' cost:
+  their speed is what the table is for).
 * Memory: peak resident memory of compressing and decompressing a 6000x4000 RGB photo (a
   mosaic of the Kodak photos) in a fresh process.
 
@@ -46,6 +47,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 TARGET_MBS = {"cpu": 0.5, "cuda": 20.0}
 MEMORY_TARGET_MB = 2048
+# The sweep's base: photo release e28d14b3, the last 64 wide (the default is wider since), kept
+# in zoo.EARLIER; every width of the sweep is grown from it.
+SWEEP_BASE = ("photo", "e28d14b3")
 
 
 def idfzip_round_trips(images, coder, args):
@@ -135,7 +139,11 @@ def sweep_models(folder: Path, widths=(64, 128, 256)) -> list[tuple[str, Path]]:
     from idfzip.model import IntegerDiscreteFlow
     from idfzip.weights import save_model
     from idfzip.zoo import load_model
-    base = load_model(DEFAULT_MODEL)
+    name, release = SWEEP_BASE
+    base = load_model(name, model_id=bytes.fromhex(release))
+    if base.config.hidden > min(widths):
+        raise ValueError(f"sweep base {name} {release} is {base.config.hidden} wide, wider "
+                         f"than the sweep's {min(widths)}")
     out = []
     for width in widths:
         trained = to_float(copy.deepcopy(base))
