@@ -22,6 +22,7 @@ from .nets import ConvNet
 from .quantization import ACTIVATION_MAX
 
 MAX_GAIN = 64.0
+CHUNK = 64  # images per forward pass: bounds the memory, not the result (a running maximum)
 
 
 @torch.no_grad()
@@ -39,7 +40,8 @@ def hidden_peaks(model: nn.Module, images: torch.Tensor) -> dict[nn.Conv2d, torc
                 peaks[module] = peak if old is None else torch.maximum(old, peak)
             hooks.append(conv.register_forward_hook(record))
     try:
-        model.log_prob(images.to(model.device, model.dtype))
+        for chunk in images.split(CHUNK):
+            model.log_prob(chunk.to(model.device, model.dtype))
     finally:
         for hook in hooks:
             hook.remove()

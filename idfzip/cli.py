@@ -244,10 +244,17 @@ def models():
                    "with --init: limb (alone: --fake-quant; the export costs <0.001 bpd even "
                    "without it) or int8 (needed: calibrates the activations at the start, "
                    "then export with --arithmetic int8).")
+@click.option("--calibration-crops", type=click.IntRange(1), default=None,
+              help="Training crops whose largest activations set the 8-bit grids' scales, with "
+                   "--fake-quant int8 [64]; more cover rarer activations, at a coarser grid.")
 @click.option("--precision", type=click.Choice(list(PRECISIONS)), default=None,
               help="Of the networks' hidden layers [default: bfloat16 on GPUs and on CPUs "
                    "with bfloat16 units (AVX-512 BF16, AMX), where it is faster; else "
                    "float32].")
+@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Evaluate and export a moving average of the weights, with this decay per "
+                   "step (e.g. 0.999: about the last 1000 steps); it smooths out the noise of "
+                   "small batches [0: off].")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt if it exists.")
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Time budget of this sitting: once the pace is measured, the schedule "

@@ -1,9 +1,14 @@
-"""Training loop: Adamax with linear warm-up and exponential decay, periodic held-out
-evaluation, and checkpoints from which ``resume=True`` continues bit for bit.
+"""Training loop: Adamax with linear warm-up and exponential decay, optional weight
+averaging, periodic held-out evaluation, and checkpoints from which ``resume=True`` continues
+bit for bit.
 
 Exact resumption rests on three facts: the batch of step ``s`` is a pure function of
 ``(seed, s)`` (see :class:`idfzip.data.CropSampler`), the learning rate is a pure function of
-``s``, and the checkpoint holds the model and optimiser state of step ``s``.
+``s``, and the checkpoint holds the model, optimiser and averaged-weight state of step ``s``.
+
+With ``ema`` set, the weights that are evaluated and exported are an exponential moving
+average of the trained ones (Polyak averaging, as Glow and most flow models use for
+evaluation): a small batch leaves the last iterate noisy, and the average sits where it wanders.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from . import distributed
@@ -27,9 +33,6 @@ from .weights import atomic_save, save_model
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"
-
-
-CALIBRATION_CROPS = 64  # training crops that set the 8-bit activation scales (calibration)
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,9 @@ class TrainConfig:
     eval_max_images: int = 500
     checkpoint_every: int = 200
     fake_quant: str = ""  # quantisation-aware on an export's grids: "", "limb" or "int8"
+    calibration_crops: int = 64  # training crops that set the 8-bit activation scales
     precision: str = "float32"  # a key of nets.PRECISIONS: hidden layers' dtype (see ConvNet)
+    ema: float = 0.0  # decay per step of the averaged weights evaluated and exported (0: off)
 
     def lr_at(self, step: int) -> float:
         """A pure function of ``step`` (exact resumption). The optional anneal phase lets a
@@ -116,14 +121,29 @@ def read_checkpoint(path: Path, device) -> dict:
 
 
 def model_of_checkpoint(path: str | Path) -> IntegerDiscreteFlow:
-    """The float model a training checkpoint holds (its weights at the checkpoint's step)."""
+    """The float model a training checkpoint holds at its step: the averaged weights where
+    the run averages them (what its model.pt holds), else the trained ones."""
     state = read_checkpoint(Path(path), "cpu")
     config = _config_of(state)
     if config is None:
         raise DataError(f"{path}: its model configuration is not one this version can build")
     model = IntegerDiscreteFlow(config)
-    model.load_state_dict(state["model"])
+    averaged = state.get("averaged")
+    if averaged is None:
+        model.load_state_dict(state["model"])
+    else:
+        model.load_state_dict({k.removeprefix("module."): v for k, v in averaged.items()
+                               if k.startswith("module.")})
     return model
+
+
+def averager(model: IntegerDiscreteFlow, decay: float) -> AveragedModel | None:
+    """An exponential moving average of ``model``'s parameters (a copy that
+    ``update_parameters(model)`` moves by ``1 - decay`` towards them; the first update copies
+    them), or None for ``decay == 0``. Buffers (the permutations) never change in training."""
+    if not decay:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
 
 
 def _config_of(state: dict) -> FlowConfig | None:
@@ -177,6 +197,7 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
     model = IntegerDiscreteFlow(model_config).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adamax(model.parameters(), lr=config.lr)
     step, history, trained_seconds = 0, [], 0.0  # seconds: summed over resumed runs
+    saved_average = None
     ckpt_path = out_dir / CHECKPOINT_NAME
     if resume and ckpt_path.exists():
         state = read_checkpoint(ckpt_path, device)
@@ -194,26 +215,43 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
         step, history = state["step"], state["history"]
         trained_seconds = state.get("trained_seconds", 0.0)
         log(f"resumed from {ckpt_path} at step {step}")
+        saved_average = state.get("averaged")
     elif init_weights is not None:
         model.load_state_dict(init_weights)
         if config.fake_quant == "int8":  # fill the 8-bit grid before training on it
-            crops = sampler.batch(0, CALIBRATION_CROPS)
+            crops = sampler.batch(0, config.calibration_crops)
             fill_activation_range(model, torch.from_numpy(crops).to(device).float())
-            log(f"8-bit grids: hidden activations rescaled on {CALIBRATION_CROPS} crops")
+            log(f"8-bit grids: hidden activations rescaled on {config.calibration_crops} crops")
     for module in model.modules():
         if isinstance(module, ConvNet):
             module.fake_quant = config.fake_quant
     set_precision(model, config.precision)
+    averaged = averager(model, config.ema)  # a copy: after the settings above, to share them
+    if averaged is not None and saved_average is not None:
+        try:
+            averaged.load_state_dict(saved_average)
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            raise DataError(f"{ckpt_path}: its averaged weights do not fit the model "
+                            f"({str(err).splitlines()[0]})") from None
+    elif averaged is not None:
+        if step:
+            log("note: the checkpoint has no averaged weights; averaging starts here")
+        averaged.update_parameters(model)  # the average starts at the current weights
+    # the weights that are evaluated and exported
+    result = model if averaged is None else averaged.module
 
     def checkpoint():
         distributed.check_replicas(model, replica)
         if not replica.main:
             return
-        atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "step": step, "history": history, "model_config": model_config.to_dict(),
-                     "trained_seconds": trained_seconds + time.time() - started,
-                     "train_config": asdict(config)}, ckpt_path)
-        save_model(model, out_dir / MODEL_NAME)
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "step": step, "history": history, "model_config": model_config.to_dict(),
+                 "trained_seconds": trained_seconds + time.time() - started,
+                 "train_config": asdict(config)}
+        if averaged is not None:
+            state["averaged"] = averaged.state_dict()
+        atomic_save(state, ckpt_path)
+        save_model(result, out_dir / MODEL_NAME)
 
     net = distributed.wrap(model, replica)
     model.train()
@@ -247,6 +285,8 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
         step += 1
         if deadline is not None and step < config.steps and time.time() > deadline:
             log(f"time budget spent at step {step}; stopping there")
@@ -255,7 +295,7 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
         bar.update(1)
         bar.set_postfix(bpd=f"{running:.3f}", lr=f"{config.lr_at(step):.2e}")
         if replica.main and (step % config.eval_every == 0 or step == config.steps):
-            held_out = evaluate(model, eval_images)
+            held_out = evaluate(result, eval_images)
             history.append({"step": step, "train_bpd": running, "eval_bpd": held_out,
                             "seconds": trained_seconds + time.time() - started})
             (bar.write if progress else log)(
@@ -270,6 +310,6 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
         distributed.check_replicas(model, replica)
         log(f"data-parallel: replicas identical at step {step}")
     distributed.stop(replica)
-    model.eval()
-    return model
+    result.eval()
+    return result
 

@@ -697,6 +697,23 @@ def test_fill_activation_range_keeps_log_prob_and_fills_the_grid(options):
     assert scaled > len(convs) and capped >= 1
 
 
+def test_hidden_peaks_in_chunks_are_the_peaks_of_all_images(monkeypatch):
+    """Calibrating on many crops runs them a chunk at a time: the running maximum over the
+    chunks is the maximum over all the images (up to float32 rounding, which the batch shape
+    may change)."""
+    import idfzip.calibration as calibration
+    model = tiny_model(6, std=0.1)
+    images = torch.from_numpy(np.random.default_rng(8).integers(0, 256, (5, 3, 16, 16)))
+    whole = hidden_peaks(model, images)
+    monkeypatch.setattr(calibration, "CHUNK", 2)
+    chunked = hidden_peaks(model, images)
+    singles = [hidden_peaks(model, images[i: i + 1]) for i in range(len(images))]
+    for conv, peak in whole.items():
+        torch.testing.assert_close(chunked[conv], peak, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(torch.stack([p[conv] for p in singles]).amax(0), peak,
+                                   rtol=1e-5, atol=1e-6)
+
+
 # -- 7. the CLI --------------------------------------------------------------------------------------
 
 def test_cli_export_writes_an_int8_model(tmp_path):

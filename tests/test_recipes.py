@@ -61,3 +61,15 @@ def test_an_earlier_stage_is_trained_first_to_its_own_end(monkeypatch, tmp_path)
     assert calls == [(start.stage, {"steps": None, "minutes": None, "out": None,
                                     "device": "cuda", "threads": 4})]
     assert args.steps == 100 and args.out == "runs/x"  # the later stage's own arguments kept
+
+
+@pytest.mark.parametrize("name", sorted(recipes.RECIPES))
+def test_every_recipe_is_what_idfzip_train_accepts(name):
+    """A recipe's arguments parse as `idfzip train`'s options (a misspelt or removed option
+    would otherwise fail only when the recipe is run, hours into a session)."""
+    from idfzip.cli import train
+    recipe = recipes.RECIPES[name]
+    context = train.make_context("train", [*recipe["args"], "--data", "x",
+                                           "--steps", str(recipe["steps"])])
+    assert context.params["preset"] == preset_of(recipe)
+    assert context.params["steps"] == recipe["steps"]

@@ -205,11 +205,12 @@ def test_int8_fine_tuning_calibrates_then_trains_on_the_8bit_grids(image_folder,
     from idfzip.nets import ConvNet
     start = run(image_folder, tmp_path / "start")
     messages = []
-    config = TrainConfig(**{**CONFIG.__dict__, "fake_quant": "int8", "lr": 1e-3})
+    config = TrainConfig(**{**CONFIG.__dict__, "fake_quant": "int8", "lr": 1e-3,
+                            "calibration_crops": 9})
     torch.set_num_threads(1)
     tuned = train(TINY, [str(image_folder)], tmp_path / "int8", config, progress=False,
                   init_weights=start.state_dict(), log=messages.append)
-    assert any("rescaled" in m for m in messages)
+    assert any("rescaled on 9 crops" in m for m in messages)
     nets = [m for m in tuned.modules() if isinstance(m, ConvNet)]
     assert nets and all(net.fake_quant == "int8" for net in nets)
     batch = assert_learned(tuned, image_folder)
@@ -236,3 +237,38 @@ def test_bfloat16_training_learns_and_keeps_the_last_layer_in_float32(image_fold
     assert_learned(model, image_folder)
     loaded = load_model_file(tmp_path / "bf16" / MODEL_NAME)  # a plain float32 model again
     assert all(m.hidden_dtype is None for m in loaded.modules() if isinstance(m, ConvNet))
+
+
+
+AVERAGED = TrainConfig(**{**CONFIG.__dict__, "ema": 0.9})
+
+
+def test_averaged_weights_are_the_moving_average_and_are_exported(image_folder, tmp_path):
+    """With ema, model.pt and the returned model hold the moving average of the trained
+    weights, starting from the initial ones (recomputed here from the trained weights of
+    every step, the run resumed after each), not the last iterate."""
+    from idfzip.model import IntegerDiscreteFlow
+    torch.manual_seed(AVERAGED.seed)  # what train() builds before its first step
+    expected = IntegerDiscreteFlow(TINY).state_dict()
+    path = tmp_path / "run" / CHECKPOINT_NAME
+    for steps in range(1, 5):
+        model = run(image_folder, tmp_path / "run",
+                    TrainConfig(**{**AVERAGED.__dict__, "steps": steps}), resume=True)
+        raw = torch.load(path, weights_only=True)["model"]
+        names = [name for name, _ in model.named_parameters()]
+        expected = {k: 0.9 * expected[k] + 0.1 * raw[k] for k in names}
+        averaged = model.state_dict()
+        for name in names:
+            torch.testing.assert_close(averaged[name], expected[name], rtol=1e-5, atol=1e-6)
+    assert any(not torch.equal(averaged[n], raw[n]) for n in names)
+    loaded = load_model_file(tmp_path / "run" / MODEL_NAME)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
+                                                  model.state_dict().values()))
+
+
+def test_resume_with_averaged_weights_continues_exactly(image_folder, tmp_path):
+    straight = run(image_folder, tmp_path / "a", AVERAGED)
+    run(image_folder, tmp_path / "b", TrainConfig(**{**AVERAGED.__dict__, "steps": 6}))
+    resumed = run(image_folder, tmp_path / "b", AVERAGED, resume=True)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
