@@ -99,7 +99,7 @@ SHIPPED: dict[str, ShippedModel] = {
         "2bf64504ee2dfd11089034129a4fed0903754f697a5a20c0ff3f2843ddee6ef3"),
     "photo-int8": ShippedModel(  # photo release 2bf64504 in the 8-bit arithmetic: 2.6x speed
         "photo-w128", "photo-int8.pt",
-        "bc27879ae24d7e39bae1d831a593472a78b29b4ca8a0bb2c5862fe62b92133b4", "int8"),
+        "c66fa8f5edb78194f1edf90d90165d02427a037591dd90ecc0a030fab7d00a2f", "int8"),
     "photo-grey": ShippedModel(
         "photo-grey", "photo-grey.pt",
         "ce3cf21de37d2a009c287a84752036a5c483627fc47bd2764ca3ee5dc6d995f8"),
@@ -129,6 +129,9 @@ EARLIER: dict[str, tuple[ShippedModel, ...]] = {
               ShippedModel("photo-r1", "photo-cb8726df.pt",
                            "cb8726df11a26a072102bf56d7373e408bed5824ef02209672baec41003fafbb"),),
     "photo-int8": (
+        ShippedModel(  # the same, calibrated on 64 crops, its last iterate exported
+            "photo-w128", "photo-int8-bc27879a.pt",
+            "bc27879ae24d7e39bae1d831a593472a78b29b4ca8a0bb2c5862fe62b92133b4", "int8"),
         ShippedModel(  # photo release e28d14b3 (64 wide) in the 8-bit arithmetic
             "photo-ycocg", "photo-int8-a7b51ba5.pt",
             "a7b51ba523c50c84b0e2f0e49ed76d27d560bb1c400b7a97af584e605f6d5b01", "int8"),

@@ -88,14 +88,17 @@ PHOTOS_ALL = [*PHOTOS_MORE, debian_half]
 def recipe(preset: str, data: list[Path], batch: int, crop: int, eval_every: int,
            anneal_from: int, anneal_decay: float, steps: int, lr: float = 3e-3,
            warmup: int = 500, holdout: float = 0.02, init=None, decay: float = 0.97,
-           seed: int = 0, arithmetic: str = "limb") -> dict:
+           seed: int = 0, arithmetic: str = "limb", ema: float = 0.0,
+           calibration: int | None = None) -> dict:
     """Data and ``idfzip train`` arguments of one shipped model: Adamax at ``lr`` with ``warmup``
     warm-up steps and ``decay`` per 1000 steps, then annealed from ``anneal_from`` (None:
     never). With ``init``, training starts from that model file (grown to ``preset`` if it has
     fewer flow steps, simpler priors or no colour transform). A data entry may be a function
     that makes the folder; ``init`` a model file, :class:`FloatWeights` or :class:`After`. With
     ``arithmetic="int8"`` it trains on the 8-bit export's grids (quantisation-aware) and is
-    exported to that arithmetic."""
+    exported to that arithmetic, its scales calibrated on ``calibration`` crops (None: the
+    default, 64). With ``ema``, the run evaluates and exports its weights' moving average with
+    that decay per step."""
     return {"data": data, "steps": steps, "init": init, "arithmetic": arithmetic,
             "args": ["--preset", preset, "--batch-size", str(batch), "--crop", str(crop),
                      "--eval-every", str(eval_every), "--lr", str(lr), "--warmup-steps",
@@ -103,7 +106,9 @@ def recipe(preset: str, data: list[Path], batch: int, crop: int, eval_every: int
                      *(["--anneal-from", str(anneal_from)] if anneal_from is not None else []),
                      "--anneal-decay-per-1000", str(anneal_decay),
                      "--holdout-fraction", str(holdout), "--seed", str(seed),
-                     *(["--fake-quant", "int8"] if arithmetic == "int8" else [])]}
+                     *(["--fake-quant", "int8"] if arithmetic == "int8" else []),
+                     *(["--ema", str(ema)] if ema else []),
+                     *(["--calibration-crops", str(calibration)] if calibration else [])]}
 
 
 def on_gpu(preset: str, data: list, batch: int, crop: int, lr: float, steps: int, init,
@@ -121,11 +126,14 @@ def on_gpu(preset: str, data: list, batch: int, crop: int, lr: float, steps: int
                   decay=fitted.decay_per_1000, seed=2, init=init)
 
 
-def on_8bit_grids(preset: str, data: list, batch: int, crop: int, steps: int, init) -> dict:
-    """A trained model's weights calibrated and fine-tuned on the 8-bit export's grids (issue
-    #14): Adamax lr 2e-4, 50 warm-up steps, decay 0.7 per 1000, seed 3, float32."""
+def on_8bit_grids(preset: str, data: list, batch: int, crop: int, steps: int, init,
+                  ema: float = 0.0, calibration: int | None = None) -> dict:
+    """A trained model's weights calibrated (on ``calibration`` crops) and fine-tuned on the
+    8-bit export's grids (issue #14): Adamax lr 2e-4, 50 warm-up steps, decay 0.7 per 1000,
+    seed 3, float32; exported through a moving average of the weights with ``ema``."""
     return recipe(preset, data, batch, crop, 500, None, 0.85, steps, lr=2e-4, warmup=50,
-                  decay=0.7, seed=3, init=init, arithmetic="int8")
+                  decay=0.7, seed=3, init=init, arithmetic="int8", ema=ema,
+                  calibration=calibration)
 
 
 @dataclass(frozen=True)
@@ -186,8 +194,16 @@ RECIPES = {
     "photo-int8-a7b51ba5": on_8bit_grids("photo-ycocg", PHOTOS_ALL, 16, 64, 5000,
                                          FloatWeights("photo-e28d14b3")),
     # the same from release 2bf64504, the 128-wide photo: 5,000 steps in 0.52 h, 2 threads,
-    # on the 2-core AMD EPYC with AVX-512 BF16
-    "photo-int8": on_8bit_grids("photo-w128", PHOTOS_ALL, 16, 64, 5000, PHOTO_2BF64504),
+    # on the 2-core AMD EPYC with AVX-512 BF16 (release bc27879a)
+    "photo-int8-bc27879a": on_8bit_grids("photo-w128", PHOTOS_ALL, 16, 64, 5000,
+                                         PHOTO_2BF64504),
+    # ...the same batches, its weights' moving average exported (not shipped: README, --ema)
+    "photo-int8-ema": on_8bit_grids("photo-w128", PHOTOS_ALL, 16, 64, 5000, PHOTO_2BF64504,
+                                    ema=0.999),
+    # ...and calibrated on 512 crops instead of 64: wider activation ranges, which photos
+    # unlike the training crops need (0.56 h on the same machine)
+    "photo-int8": on_8bit_grids("photo-w128", PHOTOS_ALL, 16, 64, 5000, PHOTO_2BF64504,
+                                ema=0.999, calibration=512),
     "photo-deep": recipe("photo-deep", PHOTOS, 16, 64, 500, 6000, 0.85, 16000, lr=5e-4,
                          warmup=200, init=EARLIER_PHOTO),
     "photo-grey": recipe("photo-grey", PHOTOS, 16, 64, 500, 7800, 0.8, 16000),
