@@ -246,6 +246,9 @@ RECIPES = {
     # 2-core AMD EPYC with AVX-512 BF16
     "cifar10-int8": on_8bit_grids("cifar10-w256", [SHARED / "cifar10"], 32, 32, 6000,
                                   CIFAR10_20D5E707),
+    # ...calibrated on 512 crops and exported through its weights' moving average, as photo-int8
+    "cifar10-int8-c512": on_8bit_grids("cifar10-w256", [SHARED / "cifar10"], 32, 32, 6000,
+                                       CIFAR10_20D5E707, ema=0.999, calibration=512),
 }
 
 
