@@ -127,11 +127,11 @@ def on_gpu(preset: str, data: list, batch: int, crop: int, lr: float, steps: int
 
 
 def on_8bit_grids(preset: str, data: list, batch: int, crop: int, steps: int, init,
-                  ema: float = 0.0, calibration: int | None = None) -> dict:
+                  ema: float = 0.0, calibration: int | None = None, lr: float = 2e-4) -> dict:
     """A trained model's weights calibrated (on ``calibration`` crops) and fine-tuned on the
-    8-bit export's grids (issue #14): Adamax lr 2e-4, 50 warm-up steps, decay 0.7 per 1000,
+    8-bit export's grids (issue #14): Adamax at ``lr``, 50 warm-up steps, decay 0.7 per 1000,
     seed 3, float32; exported through a moving average of the weights with ``ema``."""
-    return recipe(preset, data, batch, crop, 500, None, 0.85, steps, lr=2e-4, warmup=50,
+    return recipe(preset, data, batch, crop, 500, None, 0.85, steps, lr=lr, warmup=50,
                   decay=0.7, seed=3, init=init, arithmetic="int8", ema=ema,
                   calibration=calibration)
 
@@ -243,12 +243,13 @@ RECIPES = {
     "cifar10-int8-b674815d": on_8bit_grids("cifar10-ycocg", [SHARED / "cifar10"], 32, 32, 6000,
                                            FloatWeights("cifar10-43a6de5f")),
     # the same from release 20d5e707, 256 wide: 6,000 steps in 0.69 h, 2 threads, on the
-    # 2-core AMD EPYC with AVX-512 BF16
+    # 2-core AMD EPYC with AVX-512 BF16 (release 127860ab)
+    "cifar10-int8-127860ab": on_8bit_grids("cifar10-w256", [SHARED / "cifar10"], 32, 32, 6000,
+                                           CIFAR10_20D5E707),
+    # ...calibrated on 512 crops and exported through its weights' moving average, as
+    # photo-int8: 0.78 h on the same machine (release 9ba6f4c7)
     "cifar10-int8": on_8bit_grids("cifar10-w256", [SHARED / "cifar10"], 32, 32, 6000,
-                                  CIFAR10_20D5E707),
-    # ...calibrated on 512 crops and exported through its weights' moving average, as photo-int8
-    "cifar10-int8-c512": on_8bit_grids("cifar10-w256", [SHARED / "cifar10"], 32, 32, 6000,
-                                       CIFAR10_20D5E707, ema=0.999, calibration=512),
+                                  CIFAR10_20D5E707, ema=0.999, calibration=512),
 }
 
 
