@@ -204,6 +204,10 @@ RECIPES = {
     # unlike the training crops need (0.56 h on the same machine)
     "photo-int8": on_8bit_grids("photo-w128", PHOTOS_ALL, 16, 64, 5000, PHOTO_2BF64504,
                                 ema=0.999, calibration=512),
+    # ...calibrated on 2,048 crops (not shipped: worse on Kodak and unseen photos, README;
+    # ~1 h, 1 then 2 threads, beside other work, resumed at step 2,200)
+    "photo-int8-c2048": on_8bit_grids("photo-w128", PHOTOS_ALL, 16, 64, 5000, PHOTO_2BF64504,
+                                      ema=0.999, calibration=2048),
     # ...the same at half the learning rate (not shipped: worse on Kodak and unseen photos,
     # README; 1.19 h at 1 thread beside other work)
     "photo-int8-lr1e-4": on_8bit_grids("photo-w128", PHOTOS_ALL, 16, 64, 5000, PHOTO_2BF64504,
