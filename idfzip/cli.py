@@ -18,6 +18,7 @@ import torch
 from .data import DataError
 from .files import read_input, refuse_to_clobber
 from .imageio import ImageReadError, image_grid, read_image, to_pil
+from .intnet import ARITHMETICS
 from .nets import PRECISIONS
 from .runtime import available_cores, fastest_precision, threads_per_process
 from .weights import ModelError
@@ -238,15 +239,16 @@ def models():
               help="Start from the weights of this model (shipped name or path) instead of "
                    "scratch; one with fewer flow steps per level, narrower networks or simpler "
                    "priors is grown to the preset.")
-@click.option("--fake-quant", type=click.Choice(["limb", "int8"]), is_flag=False,
+@click.option("--fake-quant", type=click.Choice(list(ARITHMETICS)), is_flag=False,
               flag_value="limb", default=None,
               help="Quantisation-aware training on an integer export's grids, for fine-tuning "
                    "with --init: limb (alone: --fake-quant; the export costs <0.001 bpd even "
-                   "without it) or int8 (needed: calibrates the activations at the start, "
-                   "then export with --arithmetic int8).")
+                   "without it), w8a8 or int8 (8-bit: calibrates the activations at the start; "
+                   "then export with the same --arithmetic).")
 @click.option("--calibration-crops", type=click.IntRange(1), default=None,
               help="Training crops whose largest activations set the 8-bit grids' scales, with "
-                   "--fake-quant int8 [64]; more cover rarer activations, at a coarser grid.")
+                   "--fake-quant w8a8 or int8 [64]; more cover rarer activations, at a coarser "
+                   "grid.")
 @click.option("--precision", type=click.Choice(list(PRECISIONS)), default=None,
               help="Of the networks' hidden layers [default: bfloat16 on GPUs and on CPUs "
                    "with bfloat16 units (AVX-512 BF16, AMX), where it is faster; else "
@@ -535,21 +537,26 @@ def info(inputs):
 @click.argument("model_path")
 @click.option("-o", "--output", required=True, help="Where to write the integer model.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
-@click.option("--arithmetic", type=click.Choice(["limb", "int8"]), default="limb",
+@click.option("--arithmetic", type=click.Choice(list(ARITHMETICS)), default="limb",
               show_default=True,
-              help="int8: 8-bit weights and activations, fast on integer units (train with "
-                   "--fake-quant int8 first); limb: 7-bit limbs in float32, finer grids.")
+              help="w8a8: 8-bit weights and activations, fast on integer units (train with "
+                   "--fake-quant w8a8 first); int8: the same with 7-bit activations (earlier "
+                   "models); limb: 7-bit limbs in float32, finer grids.")
 @friendly_errors
 def export(model_path, output, force, arithmetic):
-    """Export a trained float model to the integer form used for coding; prints its sha256."""
-    from .intnet import arithmetic_of, to_integer
+    """Export a trained float model to the integer form used for coding; prints its sha256.
+
+    An int8 model exports to w8a8 too: the same weights, on a twice finer activation grid."""
+    from .intnet import arithmetic_of, to_float, to_integer
     from .weights import save_model
     from .zoo import load_model
     model = load_model(model_path)
     if model.is_integer and arithmetic_of(model) != arithmetic:
-        raise click.UsageError(f"{model_path} is already an integer model in the "
-                               f"{arithmetic_of(model)} arithmetic; export its float model "
-                               f"(OUT/model.pt of its training run) to {arithmetic}")
+        if (arithmetic_of(model), arithmetic) != ("int8", "w8a8"):
+            raise click.UsageError(f"{model_path} is already an integer model in the "
+                                   f"{arithmetic_of(model)} arithmetic; export its float model "
+                                   f"(OUT/model.pt of its training run) to {arithmetic}")
+        model = to_float(model)
     refuse_to_clobber(model_path, output, force)
     digest = save_model(model if model.is_integer else to_integer(model, arithmetic), output)
     click.echo(f"{output}: integer model, sha256 {digest}")

@@ -5,9 +5,10 @@ same exact integers, so a file coded with one decodes with any other.
 * ``onednn``: oneDNN's int8 convolution (``torch.ops.onednn.qconv2d_pointwise``, unit scales,
   float32 output, which is the int32 accumulator exactly below 2^24; the first layer, whose
   inputs are latents and whose channels are few, as a float32 convolution); the fast CPU
-  path, on AVX2 as well as on VNNI / AMX (the 7-bit inputs keep AVX2's 16-bit pair sums from
-  saturating). It is an internal PyTorch operator: :func:`onednn_exact` checks it once per
-  process against the reference on the bound's worst cases before it is used.
+  path on VNNI / AMX, and on AVX2 for the ``int8`` arithmetic (its 7-bit inputs keep AVX2's
+  16-bit pair sums from saturating; ``w8a8``'s 8-bit ones may saturate there). It is an
+  internal PyTorch operator: :func:`onednn_exact` checks it once per process and activation
+  range against the reference on the bound's worst cases before it is used.
 * ``float32``: float32 convolutions, group by group; the GPU path and the fallback of CPUs
   whose PyTorch lacks oneDNN. Exact under :func:`idfzip.intnet.exact_arithmetic` (IEEE
   float32 everywhere, no cuDNN on GPUs), which the codec sets.
@@ -46,12 +47,12 @@ def use_backend(name: str | None):
         _chosen = saved
 
 
-def backend_for(device: torch.device) -> str:
-    """The backend in use on ``device``: the chosen one, else oneDNN on CPUs where it is exact,
-    float32 elsewhere."""
+def backend_for(device: torch.device, top: int = 127) -> str:
+    """The backend in use on ``device`` for activations ``0..top``: the chosen one, else oneDNN
+    on CPUs where it is exact for that range, float32 elsewhere."""
     if _chosen is not None:
         return _chosen
-    return "onednn" if device.type == "cpu" and onednn_exact() else "float32"
+    return "onednn" if device.type == "cpu" and onednn_exact(top) else "float32"
 
 
 def conv_sum(values: torch.Tensor, zero: int, conv) -> torch.Tensor:
@@ -59,7 +60,7 @@ def conv_sum(values: torch.Tensor, zero: int, conv) -> torch.Tensor:
     (float32 holding integers up to 2^24, or int64), several groups' added in float64;
     ``values`` (N, C, H, W) uint8 activations, or integer latents in a float dtype (the first
     layer), ``conv`` an :class:`idfzip.int8net.Int8Conv`."""
-    backend = _BACKENDS[backend_for(values.device)]
+    backend = _BACKENDS[backend_for(values.device, conv.top)]
     ranges = _group_ranges(values.shape[1], int(conv.groups))
     if len(ranges) == 1:
         return backend(values, zero, conv, 0, values.shape[1])
@@ -118,11 +119,12 @@ _BACKENDS = {"reference": _reference, "onednn": _onednn, "float32": _float32}
 
 
 @functools.cache
-def onednn_exact() -> bool:
-    """Whether oneDNN's int8 convolution is present and equals the reference on this CPU, on
-    the inputs that reach the bound: every input and weight at its extreme, of both signs
-    (the largest partial sums), and random ones, in both zero points the first layer uses."""
-    from .int8net import Int8Conv  # the layer type the backends serve
+def onednn_exact(top: int = 127) -> bool:
+    """Whether oneDNN's int8 convolution is present and equals the reference on this CPU for
+    activations ``0..top``, on the inputs that reach the bound: every input and weight at its
+    extreme, of both signs (the largest partial sums), and random ones, in both zero points the
+    first layer uses."""
+    from .int8net import PARTIAL_LIMIT, Int8Conv  # the layer type the backends serve
     if not torch.backends.mkldnn.is_available():
         return False
     generator = torch.Generator().manual_seed(0)
@@ -131,13 +133,14 @@ def onednn_exact() -> bool:
     w[1] = -127.0
     w[2, ::2] = -127.0
     w[2, 1::2] = 127.0
-    conv = Int8Conv(w / 127.0, torch.zeros(32), (1, 1), 1.0, last=True)
-    x = torch.randint(0, 128, (2, 64, 7, 9), generator=generator, dtype=torch.uint8)
-    x[0] = 127
+    conv = Int8Conv(w / 127.0, torch.zeros(32), (1, 1), 1.0, last=True, top=top)
+    x = torch.randint(0, top + 1, (2, 64, 7, 9), generator=generator, dtype=torch.uint8)
+    x[0] = top
+    wide = min(64, PARTIAL_LIMIT // (9 * 127 * top))  # the most channels one group can have
     x[1, ::2] = 0
     try:
         for zero in (0, 64):
-            for start, stop in ((0, 64), (3, 40)):
+            for start, stop in ((0, wide), (3, 40)):
                 got = _onednn(x, zero, conv, start, stop)
                 if not torch.equal(got.double(), _reference(x, zero, conv, start, stop).double()):
                     return False

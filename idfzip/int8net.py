@@ -1,32 +1,36 @@
 """8-bit integer export of the flow's networks: exact, and fast on integer units (issue #14).
 
-The arithmetic (one definition; the README's FORMAT section states it for other decoders). A
-network is a chain of convolutions; layer ``l`` has per-output-channel integers: weights
-``W[o, i, ky, kx]`` in -127..127, bias ``B[o]``, multiplier ``M[o]`` and shift ``S[o]``. Its
-input ``v`` is integers, and it computes the accumulator
+Two arithmetics, ``w8a8`` and ``int8`` (one definition, with the activations' top ``T`` = 254
+or 127; the README's FORMAT section states it for other decoders). A network is a chain of
+convolutions; layer ``l`` has per-output-channel integers: weights ``W[o, i, ky, kx]`` in
+-127..127, bias ``B[o]``, multiplier ``M[o]`` and shift ``S[o]``. Its input ``v`` is
+integers, and it computes the accumulator
 
     ``acc[o, y, x] = sum_{i, ky, kx} W[o, i, ky, kx] v[i, y + ky - p, x + kx - p] + B[o]``
 
 (zero padding ``p``), an exact integer, which becomes
 
 * in a hidden layer, the next layer's activation
-  ``a = clamp(floor((acc M + 2^(S-1)) / 2^S), 0, 127)`` (``2^(S-1)`` read as 0 for ``S < 1``):
-  a bounded ReLU on the grid ``6 / 127``, rounded half up (the export makes ``M = 1`` here,
+  ``a = clamp(floor((acc M + 2^(S-1)) / 2^S), 0, T)`` (``2^(S-1)`` read as 0 for ``S < 1``):
+  a bounded ReLU on the grid ``6 / T``, rounded half up (the export makes ``M = 1`` here,
   choosing each channel's weight scale so that the factor is a power of two);
 * in the last layer, the real output ``acc M 2^-S``, exact in float64.
 
 The first layer's inputs ``v`` are the integer latents, clipped to ``[-2^10, 2^10 - 1]``
 (latents that reach the networks were measured below 230 in magnitude on Kodak; the clip only
 bounds what a network sees, never what is coded). The other layers' inputs are activations,
-0..127: 7 bits, so that an 8-bit unsigned x 8-bit signed product pair sums to at most
-2 * 127 * 127 < 2^15, which CPUs without VNNI (AVX2's ``vpmaddubsw``) accumulate in 16 bits
-with saturation: 8-bit activations were measured to come out wrong there, 7-bit ones exact.
-(The first layer, a few input channels, runs as a float32 convolution, exact by the bound;
-8-bit units could take its latents as two limbs ``x = 2^7 h + l``.)
+0..T. ``int8`` (the first 8-bit models) keeps them to 7 bits, so that an 8-bit unsigned x
+8-bit signed product pair sums to at most 2 * 127 * 127 < 2^15, which CPUs without VNNI
+(AVX2's ``vpmaddubsw``) accumulate in 16 bits with saturation. ``w8a8`` spends the eighth bit:
+its grid is twice as fine, which measured on Kodak takes the 8-bit models' cost from +0.011 to
+-0.009 bpd (an int8 export converts to w8a8 exactly, the same weights); where oneDNN saturates
+(:func:`idfzip.int8conv.onednn_exact` finds out), its layers run on the float32 backend,
+exact by the bound. (The first layer, a few input channels, runs as a float32 convolution,
+exact by the bound; 8-bit units could take its latents as two limbs ``x = 2^7 h + l``.)
 
 The bound: for every output channel and every group of input channels the export chooses,
 ``reach * sum |W[o, i, ky, kx]|`` over the group is at most ``PARTIAL_LIMIT = 2^24``, with
-``reach`` the largest input magnitude (2^10 in the first layer, 127 after), checked at
+``reach`` the largest input magnitude (2^10 in the first layer, T after), checked at
 export. So every partial sum is an integer that float32 holds exactly and int32 without
 overflow, whatever the summation order: backends that sum in float32 (a float32 convolution on
 CPU or GPU, oneDNN's int8 convolution with a float32 output) convolve group by group and add
@@ -45,8 +49,10 @@ from .nets import ConvNet, INPUT_SCALE
 from .quantization import ACTIVATION_MAX, round_half_up
 
 WEIGHT_TOP = 127  # |W|; symmetric, so -W is representable too
-ACTIVATION_TOP = 127  # activations 0..127: 7 bits (see the module docstring)
-ACTIVATION_SCALE = ACTIVATION_TOP / ACTIVATION_MAX  # grid steps per unit of activation
+# the largest activation of each 8-bit arithmetic (see the module docstring): int8's 7 bits,
+# w8a8's 8 bits on a grid exactly twice as fine (so an int8 export converts to w8a8 exactly)
+ACTIVATION_TOPS = {"int8": 127, "w8a8": 254}
+ACTIVATION_TOP = ACTIVATION_TOPS["int8"]
 LATENT_LIMIT = 2**10  # the first layer's inputs lie in [-2^10, 2^10 - 1]
 PARTIAL_LIMIT = 2**24  # bound of every group's partial sum (float32 holds such integers)
 BIAS_LIMIT = 2**22  # |B|: leaves the float32 requantisation room (see Int8Conv.activation)
@@ -69,6 +75,11 @@ def largest_group_sum(weight: torch.Tensor, groups: int) -> float:
     return max(float(part.sum(1).max()) for part in torch.tensor_split(mass, groups, dim=1))
 
 
+def activation_scale(top: int) -> float:
+    """Grid steps per unit of activation, for activations ``0..top`` over [0, 6]."""
+    return top / ACTIVATION_MAX
+
+
 def input_groups(weight: torch.Tensor, top: int = ACTIVATION_TOP) -> int:
     """The fewest contiguous groups of input channels for which every output channel's
     ``top * sum |W|`` over each group is at most ``PARTIAL_LIMIT``."""
@@ -78,10 +89,9 @@ def input_groups(weight: torch.Tensor, top: int = ACTIVATION_TOP) -> int:
     raise ValueError("a single input channel's weights exceed the partial-sum bound")
 
 
-def check_accumulator(weight: torch.Tensor, bias: torch.Tensor, first: bool) -> None:
-    """Refuse a layer whose whole accumulator could leave int32 (``|acc| < 2^31``), so that
-    integer backends may accumulate in 32 bits."""
-    reach = LATENT_LIMIT if first else ACTIVATION_TOP
+def check_accumulator(weight: torch.Tensor, bias: torch.Tensor, reach: int) -> None:
+    """Refuse a layer whose whole accumulator could leave int32 (``|acc| < 2^31``) for inputs
+    of magnitude up to ``reach``, so that integer backends may accumulate in 32 bits."""
     peak = weight.double().abs().flatten(1).sum(1) * reach + bias.double().abs()
     if float(peak.max()) >= 2**31:
         raise ValueError("a layer's accumulator could exceed 2^31: its weights are too large "
@@ -89,13 +99,13 @@ def check_accumulator(weight: torch.Tensor, bias: torch.Tensor, first: bool) -> 
 
 
 def weight_scales(weight: torch.Tensor, bias: torch.Tensor, input_scale: float,
-                  last: bool) -> torch.Tensor:
+                  last: bool, top: int = ACTIVATION_TOP) -> torch.Tensor:
     """Grid steps per unit of each output channel's weights: the finest that keeps the largest
     weight within +-127 and the integer bias within ``BIAS_LIMIT`` (a channel of tiny weights
     and a large bias would otherwise get a bias beyond any accumulator). In a hidden layer the
-    scale is also a power of two times ``ACTIVATION_SCALE / input_scale``, so that
-    requantising to the activation grid is a shift (``M = 1``): what lets a fast backend
-    requantise in float32, exactly."""
+    scale is also a power of two times ``activation_scale(top) / input_scale``, so that
+    requantising to the activation grid (``0..top``) is a shift (``M = 1``): what lets a fast
+    backend requantise in float32, exactly."""
     peak = weight.detach().double().abs().flatten(1).max(1).values
     reach = bias.detach().double().abs() * input_scale
     inf = torch.full_like(peak, float("inf"))
@@ -104,27 +114,28 @@ def weight_scales(weight: torch.Tensor, bias: torch.Tensor, input_scale: float,
     finest = torch.where(finest.isinf(), torch.ones_like(finest), finest)
     if last:
         return finest
-    unit = ACTIVATION_SCALE / input_scale
+    unit = activation_scale(top) / input_scale
     return unit * torch.pow(2.0, torch.floor(torch.log2(finest / unit)))
 
 
 class Int8Conv(nn.Module):
     """One convolution of the 8-bit arithmetic, exported from a float ``weight`` and ``bias``
     whose input is on a grid of ``input_scale`` steps per unit. ``last`` marks the output
-    layer (real outputs instead of activations)."""
+    layer (real outputs instead of activations); activations are ``0..top``."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, padding: tuple,
-                 input_scale: float, last: bool):
+                 input_scale: float, last: bool, top: int = ACTIVATION_TOP):
         super().__init__()
         w, b = weight.detach().double(), bias.detach().double()
-        scale = weight_scales(w, b, input_scale, last)
+        scale = weight_scales(w, b, input_scale, last, top)
         if last:
             multiplier, shift = requantization(1.0 / (scale * input_scale))
         else:  # a power of two by construction: M = 1
-            shift = torch.round(torch.log2(scale * input_scale / ACTIVATION_SCALE)).long()
+            shift = torch.round(torch.log2(scale * input_scale / activation_scale(top))).long()
             multiplier = torch.ones_like(shift)
         self.padding = tuple(padding)
         self.last = last
+        self.top = top
         self.first = input_scale == 1.0 / INPUT_SCALE
         self.register_buffer("weight", round_half_up(w * scale.view(-1, 1, 1, 1))
                              .clamp(-WEIGHT_TOP, WEIGHT_TOP).to(torch.int8))
@@ -139,13 +150,13 @@ class Int8Conv(nn.Module):
     @property
     def reach(self) -> int:
         """The largest magnitude of this layer's inputs."""
-        return LATENT_LIMIT if self.first else ACTIVATION_TOP
+        return LATENT_LIMIT if self.first else self.top
 
     def check_bound(self) -> None:
         """Raise ValueError unless the stored weights, bias and groups keep every partial sum
         within ``PARTIAL_LIMIT`` and the accumulator within int32: what makes every backend
         exact (run at export and on every loaded model file)."""
-        check_accumulator(self.weight, self.bias, self.first)
+        check_accumulator(self.weight, self.bias, self.reach)
         if largest_group_sum(self.weight, int(self.groups)) * self.reach > PARTIAL_LIMIT:
             raise ValueError("a layer's input groups do not keep its partial sums within 2^24")
 
@@ -187,19 +198,18 @@ class Int8Conv(nn.Module):
         acc = self._sums(values)
         if acc.dtype == torch.float32:  # M = 1: one exact addition of B + 2^(S-1), a shift
             offset, scale = self._float32_steps()
-            return _as_activation(acc.add_(offset).mul_(scale))
+            return _as_activation(acc.add_(offset).mul_(scale), self.top)
         acc.add_(self.bias.double().view(1, -1, 1, 1))
         acc.mul_(self.multiplier.double().view(1, -1, 1, 1))
         acc.add_(self._half().view(1, -1, 1, 1))
         acc.mul_(torch.pow(2.0, -self.shift.double()).view(1, -1, 1, 1))
-        return _as_activation(acc)
+        return _as_activation(acc, self.top)
 
 
-def _as_activation(a: torch.Tensor) -> torch.Tensor:
-    """``clamp(floor(a), 0, 127)`` as uint8: the cast truncates, which is the floor once the
+def _as_activation(a: torch.Tensor, top: int) -> torch.Tensor:
+    """``clamp(floor(a), 0, top)`` as uint8: the cast truncates, which is the floor once the
     values are clamped to be non-negative."""
-    return a.clamp_(0, ACTIVATION_TOP).to(torch.uint8) \
-        .contiguous(memory_format=torch.channels_last)
+    return a.clamp_(0, top).to(torch.uint8).contiguous(memory_format=torch.channels_last)
 
 
 class Int8ConvNet(ExactNet):
@@ -210,8 +220,10 @@ class Int8ConvNet(ExactNet):
 
     def __init__(self, net: ConvNet):
         convs = [m for m in net.layers if isinstance(m, nn.Conv2d)]
-        scales = [1.0 / INPUT_SCALE] + [ACTIVATION_SCALE] * (len(convs) - 1)
-        layers = [Int8Conv(*net.folded_weights(c), c.padding, s, last=(i == len(convs) - 1))
+        top = ACTIVATION_TOPS[self.arithmetic]
+        scales = [1.0 / INPUT_SCALE] + [activation_scale(top)] * (len(convs) - 1)
+        layers = [Int8Conv(*net.folded_weights(c), c.padding, s, last=(i == len(convs) - 1),
+                           top=top)
                   for i, (c, s) in enumerate(zip(convs, scales))]
         super().__init__(layers, net.gain is not None)
 
@@ -230,21 +242,29 @@ class Int8ConvNet(ExactNet):
         """Per layer, the real weight and bias this export approximates (for training on)."""
         out = []
         input_scale = 1.0 / INPUT_SCALE
+        grid = activation_scale(ACTIVATION_TOPS[self.arithmetic])
         for conv in self.convs:
-            target = 1.0 if conv.last else ACTIVATION_SCALE
+            target = 1.0 if conv.last else grid
             ratio = conv.multiplier.double() * torch.pow(2.0, -conv.shift.double())
             scale = target / (ratio * input_scale)  # the weights' grid steps per unit
             out.append((conv.weight.double() / scale.view(-1, 1, 1, 1),
                         conv.bias.double() / (scale * input_scale)))
-            input_scale = ACTIVATION_SCALE
+            input_scale = grid
         return out
 
 
-def fake_quantize_int8(net: ConvNet, h: torch.Tensor) -> torch.Tensor:
-    """What ``Int8ConvNet(net)`` computes, in float with straight-through gradients, from
-    ``h`` = latents * INPUT_SCALE: weights on each output channel's grid
-    (:func:`weight_scales`), biases on the accumulator's grid, activations on the 6/127 grid,
-    and the last layer's 15-bit requantisation factor."""
+class W8A8ConvNet(Int8ConvNet):
+    """The ``w8a8`` arithmetic: :class:`Int8ConvNet`'s, with 8-bit activations ``0..254``."""
+
+    arithmetic = "w8a8"
+
+
+def fake_quantize_int8(net: ConvNet, h: torch.Tensor, top: int = ACTIVATION_TOP
+                       ) -> torch.Tensor:
+    """What ``Int8ConvNet(net)`` (activations ``0..top``) computes, in float with
+    straight-through gradients, from ``h`` = latents * INPUT_SCALE: weights on each output
+    channel's grid (:func:`weight_scales`), biases on the accumulator's grid, activations on
+    the 6/top grid, and the last layer's 15-bit requantisation factor."""
     def ste(x: torch.Tensor, rounded: torch.Tensor) -> torch.Tensor:
         return x + (rounded - x).detach()
 
@@ -254,7 +274,7 @@ def fake_quantize_int8(net: ConvNet, h: torch.Tensor) -> torch.Tensor:
     for i, conv in enumerate(convs):
         weight, bias = net.folded_weights(conv)
         last = i == len(convs) - 1
-        scale = weight_scales(weight, bias, input_scale, last).to(weight).view(-1, 1, 1, 1)
+        scale = weight_scales(weight, bias, input_scale, last, top).to(weight).view(-1, 1, 1, 1)
         w = ste(weight, round_half_up(weight * scale).clamp(-WEIGHT_TOP, WEIGHT_TOP) / scale)
         unit = scale.view(-1) * input_scale
         b = ste(bias, round_half_up(bias * unit) / unit)
@@ -265,6 +285,7 @@ def fake_quantize_int8(net: ConvNet, h: torch.Tensor) -> torch.Tensor:
             h = h * exact.to(h).view(1, -1, 1, 1)
         else:
             h = nn.functional.hardtanh(h, 0.0, ACTIVATION_MAX)
-            h = ste(h, round_half_up(h * ACTIVATION_SCALE) / ACTIVATION_SCALE)
-            input_scale = ACTIVATION_SCALE
+            grid = activation_scale(top)
+            h = ste(h, round_half_up(h * grid) / grid)
+            input_scale = grid
     return h

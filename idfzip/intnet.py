@@ -186,17 +186,17 @@ class IntegerConvNet(ExactNet):
         return out
 
 
-ARITHMETICS = ("limb", "int8")
+ARITHMETICS = ("limb", "int8", "w8a8")
 
 
 def exported_net(net: ConvNet, arithmetic: str) -> ExactNet:
-    """The export of one network in ``arithmetic`` (``limb``: this module; ``int8``:
-    :mod:`idfzip.int8net`)."""
+    """The export of one network in ``arithmetic`` (``limb``: this module; ``int8`` and
+    ``w8a8``: :mod:`idfzip.int8net`)."""
     if arithmetic == "limb":
         return IntegerConvNet(net)
-    if arithmetic == "int8":
-        from .int8net import Int8ConvNet
-        return Int8ConvNet(net)
+    if arithmetic in ("int8", "w8a8"):
+        from .int8net import Int8ConvNet, W8A8ConvNet
+        return (Int8ConvNet if arithmetic == "int8" else W8A8ConvNet)(net)
     raise ValueError(f"unknown arithmetic {arithmetic!r}; one of {', '.join(ARITHMETICS)}")
 
 

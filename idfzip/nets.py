@@ -74,14 +74,14 @@ class ConvNet(nn.Module):
         if not gain:
             nn.init.zeros_(self.layers[-1].weight)
             nn.init.zeros_(self.layers[-1].bias)
-        self.fake_quant = ""  # "limb" or "int8": train on that export's grids
+        self.fake_quant = ""  # "limb", "int8" or "w8a8": train on that export's grids
         self.hidden_dtype: torch.dtype | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.clamp(-INPUT_LIMIT, INPUT_LIMIT) * INPUT_SCALE
-        if self.fake_quant == "int8":  # the export's grids decide every value: no autocast
-            from .int8net import fake_quantize_int8
-            return fake_quantize_int8(self, h)
+        if self.fake_quant in ("int8", "w8a8"):  # the export's grids decide every value
+            from .int8net import ACTIVATION_TOPS, fake_quantize_int8
+            return fake_quantize_int8(self, h, ACTIVATION_TOPS[self.fake_quant])
         if self.fake_quant:
             return self._fake_quantized(h)
         if self.hidden_dtype is None:

@@ -51,7 +51,7 @@ class TrainConfig:
     eval_crop: int = 128
     eval_max_images: int = 500
     checkpoint_every: int = 200
-    fake_quant: str = ""  # quantisation-aware on an export's grids: "", "limb" or "int8"
+    fake_quant: str = ""  # quantisation-aware on an export's grids: "" or an arithmetic
     calibration_crops: int = 64  # training crops that set the 8-bit activation scales
     precision: str = "float32"  # a key of nets.PRECISIONS: hidden layers' dtype (see ConvNet)
     ema: float = 0.0  # decay per step of the averaged weights evaluated and exported (0: off)
@@ -218,7 +218,7 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
         saved_average = state.get("averaged")
     elif init_weights is not None:
         model.load_state_dict(init_weights)
-        if config.fake_quant == "int8":  # fill the 8-bit grid before training on it
+        if config.fake_quant in ("int8", "w8a8"):  # fill the 8-bit grid before training on it
             crops = sampler.batch(0, config.calibration_crops)
             fill_activation_range(model, torch.from_numpy(crops).to(device).float())
             log(f"8-bit grids: hidden activations rescaled on {config.calibration_crops} crops")

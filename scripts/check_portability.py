@@ -45,7 +45,7 @@ def check(images, model_name: str, tile: int, cuda: bool) -> int:
     from idfzip.int8conv import use_backend
     from idfzip.intnet import arithmetic_of
     failures = 0
-    configs = settings(cuda, arithmetic_of(coding_model(model_name).model) == "int8")
+    configs = settings(cuda, arithmetic_of(coding_model(model_name).model) in ("int8", "w8a8"))
     for n, arr in enumerate(images):
         image = Image.fromarray(arr)
         files = {}

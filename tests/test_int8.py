@@ -28,6 +28,7 @@ from idfzip.int8net import (
     PARTIAL_LIMIT,
     Int8Conv,
     Int8ConvNet,
+    W8A8ConvNet,
     check_accumulator,
     fake_quantize_int8,
     input_groups,
@@ -41,7 +42,9 @@ from idfzip.weights import load_model_file, save_model, weights_sha256
 from .conftest import mid_grey, randomize, sharp_model, tiny_model
 
 # The spec's constants, written out rather than imported: a change to them must show here.
-TOP = 127  # weights in -127..127, activations in 0..127
+TOP = 127  # weights in -127..127, activations in 0..127 (int8)
+TOPS = {"int8": 127, "w8a8": 254}  # the activations' top, by arithmetic
+NETS = {"int8": Int8ConvNet, "w8a8": W8A8ConvNet}
 LATENT_LIMIT = 2**10  # the first layer's latents are clipped to [-2^10, 2^10 - 1]
 LATENT_LO, LATENT_HI = -LATENT_LIMIT, LATENT_LIMIT - 1
 HIGH_LIMB = LATENT_LIMIT // 2**7  # the high limb lies in [-HIGH_LIMB, HIGH_LIMB - 1]
@@ -55,8 +58,14 @@ BACKEND_PARAMS = [pytest.param("reference", id="reference"),
                   pytest.param("float32", id="float32")]
 
 
-def usable_backends() -> list[str]:
-    return [b for b in BACKENDS if b != "onednn" or onednn_exact()]
+def usable(backend: str, top: int) -> None:
+    """Skip a test of oneDNN where it is not exact for activations 0..top on this CPU."""
+    if backend == "onednn" and not onednn_exact(top):
+        pytest.skip(f"oneDNN's int8 convolution is inexact for 0..{top} on this CPU")
+
+
+def usable_backends(top: int = TOP) -> list[str]:
+    return [b for b in BACKENDS if b != "onednn" or onednn_exact(top)]
 
 
 # -- independent int64 arithmetic ----------------------------------------------------------------
@@ -76,8 +85,8 @@ def int64_conv(x: torch.Tensor, weight: torch.Tensor, pad: int) -> torch.Tensor:
 
 
 def int64_requantize(acc: torch.Tensor, multiplier: torch.Tensor,
-                     shift: torch.Tensor) -> torch.Tensor:
-    """``clamp(floor((acc M + 2^(S-1)) / 2^S), 0, 127)`` per channel, ``2^(S-1)`` = 0 for S < 1,
+                     shift: torch.Tensor, top: int = TOP) -> torch.Tensor:
+    """``clamp(floor((acc M + 2^(S-1)) / 2^S), 0, top)`` per channel, ``2^(S-1)`` = 0 for S < 1,
     in int64 (Python ints for the per-channel constants)."""
     out = torch.empty_like(acc)
     for o in range(acc.shape[1]):
@@ -91,11 +100,11 @@ def int64_requantize(acc: torch.Tensor, multiplier: torch.Tensor,
             out[:, o] = torch.div(t + 2 ** (s - 1), 2**s, rounding_mode="floor")
         else:
             out[:, o] = t * 2 ** (-s)
-    return out.clamp(0, TOP)
+    return out.clamp(0, top)
 
 
-def int64_network(net: Int8ConvNet, x: torch.Tensor,
-                  activations: list | None = None) -> torch.Tensor:
+def int64_network(net: Int8ConvNet, x: torch.Tensor, activations: list | None = None,
+                  top: int = TOP) -> torch.Tensor:
     """The module docstring's arithmetic from the stored integers alone (weight, bias,
     multiplier, shift, padding): what another decoder would implement. The hidden layers'
     activations are appended to ``activations`` if given."""
@@ -112,7 +121,7 @@ def int64_network(net: Int8ConvNet, x: torch.Tensor,
         acc = acc + conv.bias.long().view(1, -1, 1, 1)
         assert int(acc.abs().max()) < 2**31
         if i < len(net.convs) - 1:
-            inputs = [(int64_requantize(acc, conv.multiplier, conv.shift), 1)]
+            inputs = [(int64_requantize(acc, conv.multiplier, conv.shift, top), 1)]
             if activations is not None:
                 activations.append(inputs[0][0])
     # the last layer: acc M 2^-S, exact in float64 (|acc M| < 2^53)
@@ -121,20 +130,21 @@ def int64_network(net: Int8ConvNet, x: torch.Tensor,
     return torch.ldexp(t.double(), -conv.shift.long().view(1, -1, 1, 1))
 
 
-def int8_layer(weight: torch.Tensor, padding: int) -> Int8Conv:
-    """An Int8Conv whose stored weights are exactly the integers ``weight`` (-127..127)."""
+def int8_layer(weight: torch.Tensor, padding: int, top: int = TOP) -> Int8Conv:
+    """An Int8Conv whose stored weights are exactly the integers ``weight`` (-127..127), for
+    activations ``0..top``."""
     conv = Int8Conv(weight.double(), torch.zeros(weight.shape[0]), (padding, padding),
-                    1.0, last=True)
+                    1.0, last=True, top=top)
     with torch.no_grad():
         conv.weight.copy_(weight.to(torch.int8))
-        conv.groups.fill_(input_groups(conv.weight))
+        conv.groups.fill_(input_groups(conv.weight, top))
     assert torch.equal(conv.weight.long(), weight.long())
     return conv
 
 
 def run_conv(backend: str, values: torch.Tensor, zero: int, conv: Int8Conv) -> torch.Tensor:
     with use_backend(backend):
-        assert backend_for(values.device) == backend
+        assert backend_for(values.device, conv.top) == backend
         return conv_sum(values, zero, conv)
 
 
@@ -148,7 +158,7 @@ def assert_backend_exact(backend, values, zero, conv):
 # -- 1. every backend equals int64 arithmetic ------------------------------------------------------
 
 @st.composite
-def conv_cases(draw):
+def conv_cases(draw, top: int):
     k = draw(st.sampled_from([1, 3]))
     cin, cout = draw(st.integers(1, 12)), draw(st.integers(1, 6))
     n, h, w = draw(st.integers(1, 3)), draw(st.integers(1, 6)), draw(st.integers(1, 6))
@@ -160,26 +170,30 @@ def conv_cases(draw):
         weight = torch.randint(-TOP, TOP + 1, (cout, cin, k, k), generator=gen)
     else:  # every weight at +-127
         weight = TOP * (2 * torch.randint(0, 2, (cout, cin, k, k), generator=gen) - 1)
-    values = {"random": lambda: torch.randint(0, TOP + 1, (n, cin, h, w), generator=gen),
+    values = {"random": lambda: torch.randint(0, top + 1, (n, cin, h, w), generator=gen),
               "zero": lambda: torch.zeros((n, cin, h, w), dtype=torch.int64),
-              "top": lambda: torch.full((n, cin, h, w), TOP),
-              "mixed": lambda: TOP * torch.randint(0, 2, (n, cin, h, w), generator=gen)}[xkind]()
+              "top": lambda: torch.full((n, cin, h, w), top),
+              "mixed": lambda: top * torch.randint(0, 2, (n, cin, h, w), generator=gen)}[xkind]()
     return weight, k // 2, values.to(torch.uint8), zero
 
 
+@pytest.mark.parametrize("top", list(TOPS.values()))
 @pytest.mark.parametrize("backend", BACKEND_PARAMS)
 @settings(max_examples=40, deadline=None, derandomize=True)
-@given(case=conv_cases())
-def test_every_backend_equals_int64_on_random_layers(backend, case):
-    weight, pad, values, zero = case
-    assert_backend_exact(backend, values, zero, int8_layer(weight, pad))
+@given(data=st.data())
+def test_every_backend_equals_int64_on_random_layers(backend, top, data):
+    usable(backend, top)
+    weight, pad, values, zero = data.draw(conv_cases(top))
+    assert_backend_exact(backend, values, zero, int8_layer(weight, pad, top))
 
 
+@pytest.mark.parametrize("top", list(TOPS.values()))
 @pytest.mark.parametrize("backend", BACKEND_PARAMS)
-def test_every_backend_equals_int64_on_worst_cases(backend):
-    """Weights all +127, all -127 or of alternating sign; inputs all 0, all 127, or 0/127 by
-    channel (with zero point 64 these are -64 / 63: both signs); 1x1 and 3x3 kernels; tiny
-    images 1x1, 1xW, Hx1 and a batch of 3."""
+def test_every_backend_equals_int64_on_worst_cases(backend, top):
+    """Weights all +127, all -127 or of alternating sign; inputs all 0, all ``top``, or 0/top
+    by channel (with zero point 64 these are -64 / 63 for int8: both signs); 1x1 and 3x3
+    kernels; tiny images 1x1, 1xW, Hx1 and a batch of 3."""
+    usable(backend, top)
     gen = torch.Generator().manual_seed(0)
     cout, cin = 5, 16
     for k, sign, xkind, (h, w), zero in itertools.product(
@@ -191,11 +205,11 @@ def test_every_backend_equals_int64_on_worst_cases(backend):
         elif sign == "alternating":
             weight[:, 1::2] = -TOP
         values = {"zero": torch.zeros((3, cin, h, w), dtype=torch.uint8),
-                  "top": torch.full((3, cin, h, w), TOP, dtype=torch.uint8)}.get(xkind)
+                  "top": torch.full((3, cin, h, w), top, dtype=torch.uint8)}.get(xkind)
         if values is None:
-            values = (TOP * torch.randint(0, 2, (3, cin, h, w), generator=gen)).to(torch.uint8)
-            values[:, ::2] = TOP
-        assert_backend_exact(backend, values, zero, int8_layer(weight, k // 2))
+            values = (top * torch.randint(0, 2, (3, cin, h, w), generator=gen)).to(torch.uint8)
+            values[:, ::2] = top
+        assert_backend_exact(backend, values, zero, int8_layer(weight, k // 2, top))
 
 
 @pytest.mark.parametrize("backend", BACKEND_PARAMS)
@@ -346,31 +360,33 @@ def test_fake_quantisation_clips_latents_as_the_export_does():
 
 # -- 3. the arithmetic as specified, re-implemented from the stored integers ------------------------
 
+@pytest.mark.parametrize("arithmetic", list(NETS))
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 30.0])
 @pytest.mark.parametrize("gain", [False, True])
-def test_network_equals_the_specified_int64_arithmetic(scale, gain):
+def test_network_equals_the_specified_int64_arithmetic(scale, gain, arithmetic):
     """Another implementation, given only each layer's weight, bias, multiplier, shift and
     padding, computes the same outputs bit for bit: latents clipped to [-2^13, 2^13 - 1] and
     split into two limbs, exact accumulators, activations rounded half up and clamped to
-    0..127, the last layer's acc M 2^-S."""
+    0..127 (int8) or 0..254 (w8a8), the last layer's acc M 2^-S."""
+    top = TOPS[arithmetic]
     net = random_net(7, std=0.3, gain=gain)
     with torch.no_grad():
         for p in net.parameters():
             p.mul_(scale)
-    exported = Int8ConvNet(net)
+    exported = NETS[arithmetic](net)
     x = latents((2, 6, 9, 7), seed=6, bound=3 * 2**13)
     x[0, :, 0, :6] = torch.tensor([LATENT_LO - 1, LATENT_LO, -1, 0, LATENT_HI, LATENT_HI + 1],
                                   dtype=torch.float64)
     activations: list[torch.Tensor] = []
-    expected = int64_network(exported, x, activations)
-    for backend in usable_backends():
+    expected = int64_network(exported, x, activations, top)
+    for backend in usable_backends(top):
         with use_backend(backend):
             assert torch.equal(exported(x), expected), backend
     # the hidden activations cover the grid's ends: requantisation and its clamps are exercised
     assert len(activations) == 3
     if scale >= 1.0:
         assert all(int(a.min()) == 0 and int(a.max()) > 0 for a in activations)
-        assert any(int(a.max()) == TOP for a in activations)
+        assert any(int(a.max()) == top for a in activations)
 
 
 def test_stored_integers_have_the_specified_types_and_ranges():
@@ -470,16 +486,16 @@ def test_check_accumulator_refuses_layers_that_could_leave_int32():
     weight = torch.full((2, n, 1, 1), TOP, dtype=torch.int8)
     zero = torch.zeros(2, dtype=torch.int64)
     with pytest.raises(ValueError, match="2\\^31"):
-        check_accumulator(weight, zero, first=True)
-    check_accumulator(weight[:, : n - 1], zero, first=True)
+        check_accumulator(weight, zero, FIRST_REACH)
+    check_accumulator(weight[:, : n - 1], zero, FIRST_REACH)
     # a hidden layer reads activations up to 127: 127 sum|W| + |B| < 2^31
-    check_accumulator(weight, zero, first=False)
+    check_accumulator(weight, zero, TOP)
     edge = 2**31 - TOP * n * TOP
-    check_accumulator(weight, torch.tensor([edge - 1, -(edge - 1)]), first=False)
+    check_accumulator(weight, torch.tensor([edge - 1, -(edge - 1)]), TOP)
     with pytest.raises(ValueError, match="2\\^31"):
-        check_accumulator(weight, torch.tensor([0, edge]), first=False)
+        check_accumulator(weight, torch.tensor([0, edge]), TOP)
     with pytest.raises(ValueError, match="2\\^31"):
-        check_accumulator(weight, torch.tensor([-edge, 0]), first=False)
+        check_accumulator(weight, torch.tensor([-edge, 0]), TOP)
 
 
 def test_export_refuses_a_network_whose_first_layer_is_too_wide():
@@ -534,11 +550,11 @@ FLOWS = {"plain": {}, "every option": {"coupling_gain": True, "permutation": "re
          "rich priors": {"prior_components": 2, "top_stages": 2, "prior_stages": 2}}
 
 
-def int8_model(layout: str = "plain", seed: int = 0):
-    """A tiny int8 model; the sharp ones code near-grey images below PNG."""
+def int8_model(layout: str = "plain", seed: int = 0, arithmetic: str = "int8"):
+    """A tiny model in an 8-bit arithmetic; the sharp ones code near-grey images below PNG."""
     if layout == "rich priors":  # mixture and staged priors (not sharp: coded, not chosen)
-        return to_integer(tiny_model(seed, std=0.1, **FLOWS[layout]), "int8")
-    return to_integer(sharp_model(seed, **FLOWS[layout]), "int8")
+        return to_integer(tiny_model(seed, std=0.1, **FLOWS[layout]), arithmetic)
+    return to_integer(sharp_model(seed, **FLOWS[layout]), arithmetic)
 
 
 def picture(seed: int, height: int, width: int) -> np.ndarray:
@@ -567,12 +583,13 @@ def test_arithmetic_of_names_the_export():
         to_integer(copy.deepcopy(model), "int4")
 
 
+@pytest.mark.parametrize("arithmetic", list(NETS))
 @pytest.mark.parametrize("layout", list(FLOWS))
-def test_int8_model_codes_exactly_with_the_same_bytes_on_every_backend(layout):
-    coder = CodingModel(int8_model(layout, seed=1), "tiny-int8")
+def test_int8_model_codes_exactly_with_the_same_bytes_on_every_backend(layout, arithmetic):
+    coder = CodingModel(int8_model(layout, seed=1, arithmetic=arithmetic), "tiny-int8")
     image = picture(2, 32, 48)
     streams = {}
-    for backend in usable_backends():
+    for backend in usable_backends(TOPS[arithmetic]):
         with use_backend(backend):
             streams[backend] = encode_image(coder.codec, image, 16, batch_size=2)
     assert all(s == streams["reference"] for s in streams.values())
@@ -581,21 +598,22 @@ def test_int8_model_codes_exactly_with_the_same_bytes_on_every_backend(layout):
     # within 1% plus each stream's flush and header (tiny tiles: the overhead is visible)
     assert promised > 0
     assert abs(bits - promised) <= 0.01 * promised + 96 * len(streams["reference"])
-    backends = usable_backends()
+    backends = usable_backends(TOPS[arithmetic])
     for encoder, decoder in zip(backends, backends[1:] + backends[:1]):  # decode with another
         with use_backend(decoder):
             decoded = decode_image(coder.codec, streams[encoder], 3, 32, 48, 16, batch_size=3)
         assert np.array_equal(decoded, image), (encoder, decoder)
 
 
-def test_int8_model_round_trips_through_the_api_and_a_saved_file(tmp_path):
-    model = int8_model("every option", seed=3)
+@pytest.mark.parametrize("arithmetic", list(NETS))
+def test_int8_model_round_trips_through_the_api_and_a_saved_file(tmp_path, arithmetic):
+    model = int8_model("every option", seed=3, arithmetic=arithmetic)
     digest = save_model(model, tmp_path / "int8.pt")
     assert digest == weights_sha256(model.state_dict())
     blob = torch.load(tmp_path / "int8.pt", weights_only=True)
-    assert blob["arithmetic"] == "int8" and blob["integer"]
+    assert blob["arithmetic"] == arithmetic and blob["integer"]
     loaded = load_model_file(tmp_path / "int8.pt", expected_sha256=digest)
-    assert arithmetic_of(loaded) == "int8" and loaded.sha256 == digest
+    assert arithmetic_of(loaded) == arithmetic and loaded.sha256 == digest
     assert weights_sha256(loaded.state_dict()) == digest
     saved, restored = model.state_dict(), loaded.state_dict()
     assert saved.keys() == restored.keys()
@@ -643,6 +661,33 @@ def test_an_int8_export_turned_back_to_float_exports_to_the_same_code():
     # ... and its re-export codes within a hair of the original (here: the same integers)
     assert torch.allclose(again.bpd(x), exported.bpd(x), rtol=0, atol=1e-3)
     assert weights_sha256(again.state_dict()) == weights_sha256(exported.state_dict())
+
+
+def test_an_int8_export_converts_to_w8a8_with_the_same_weights_and_finer_activations():
+    """The w8a8 grid is twice as fine as int8's, so an int8 export read as float and exported
+    to w8a8 keeps its weights' integers (the hidden layers' grids are the same powers of two)
+    and doubles its hidden biases; its activations lose less to rounding, so it is closer to
+    the float function than the int8 export."""
+    net = random_net(12, std=0.05)
+    int8 = Int8ConvNet(net)
+    back = to_float(nn_holder(int8)).net
+    w8a8 = W8A8ConvNet(back)
+    for a, b in zip(int8.convs, w8a8.convs):
+        assert torch.equal(a.weight, b.weight)
+        assert b.top == 254 and int(b.reach) in (254, LATENT_LIMIT)
+    for a, b in zip(int8.convs[1:-1], w8a8.convs[1:-1]):
+        assert torch.equal(2 * a.bias, b.bias)
+    x = latents((2, 6, 10, 8), seed=8, bound=300)
+    with torch.no_grad():
+        real = back(x.float()).double()
+    assert float((w8a8(x) - real).abs().mean()) < 0.7 * float((int8(x) - real).abs().mean())
+
+
+def nn_holder(net):
+    """``net`` as the child of a module, the form :func:`to_float` converts."""
+    holder = torch.nn.Module()
+    holder.net = net
+    return holder
 
 
 # -- 6. calibration ----------------------------------------------------------------------------------
@@ -731,6 +776,27 @@ def test_cli_export_writes_an_int8_model(tmp_path):
     result = runner.invoke(main, ["export", str(tmp_path / "float.pt"), "-o",
                                   str(tmp_path / "x.pt"), "--arithmetic", "int4"])
     assert result.exit_code != 0 and not (tmp_path / "x.pt").exists()
+
+
+def test_cli_export_converts_an_int8_model_to_w8a8_and_refuses_other_conversions(tmp_path):
+    """int8 -> w8a8 keeps the weights (a twice finer activation grid): the file equals the
+    w8a8 export of the int8 model's float form; the other ways round would need the float
+    model, so they are refused with a one-line error and no output file."""
+    model = int8_model("every option", seed=8)
+    save_model(model, tmp_path / "int8.pt")
+    runner = CliRunner()
+    result = runner.invoke(main, ["export", str(tmp_path / "int8.pt"), "-o",
+                                  str(tmp_path / "w8a8.pt"), "--arithmetic", "w8a8"])
+    assert result.exit_code == 0, result.output
+    loaded = load_model_file(tmp_path / "w8a8.pt")
+    expected = to_integer(to_float(copy.deepcopy(model)), "w8a8")
+    assert arithmetic_of(loaded) == "w8a8"
+    assert loaded.sha256 == weights_sha256(expected.state_dict())
+    for source, arithmetic in (("w8a8.pt", "int8"), ("int8.pt", "limb"), ("w8a8.pt", "limb")):
+        result = runner.invoke(main, ["export", str(tmp_path / source), "-o",
+                                      str(tmp_path / "x.pt"), "--arithmetic", arithmetic])
+        assert result.exit_code != 0 and "already an integer model" in result.output
+        assert not (tmp_path / "x.pt").exists()
 
 
 # -- bugs found while writing these tests (left failing on purpose) ----------------------------------
