@@ -97,18 +97,18 @@ SHIPPED: dict[str, ShippedModel] = {
     "photo": ShippedModel(  # release e28d14b3 widened to 128 and trained on one GPU
         "photo-w128", "photo.pt",
         "2bf64504ee2dfd11089034129a4fed0903754f697a5a20c0ff3f2843ddee6ef3"),
-    "photo-int8": ShippedModel(  # photo release 2bf64504 in the 8-bit arithmetic: 2.6x speed
-        "photo-w128", "photo-int8.pt",
-        "c66fa8f5edb78194f1edf90d90165d02427a037591dd90ecc0a030fab7d00a2f", "int8"),
+    "photo-int8": ShippedModel(  # photo release 2bf64504 in 8-bit arithmetic: 2.6x its speed
+        "photo-w128", "photo-int8.pt",  # (release c66fa8f5 on w8a8's finer activation grid)
+        "25a55a0cfe69510b1ba8505a088dcc75ce5c1462328685e623374d24b91275f9", "w8a8"),
     "photo-grey": ShippedModel(
         "photo-grey", "photo-grey.pt",
         "ce3cf21de37d2a009c287a84752036a5c483627fc47bd2764ca3ee5dc6d995f8"),
     "cifar10": ShippedModel(  # release 43a6de5f widened to 256 and trained on one GPU
         "cifar10-w256", "cifar10.pt",
         "20d5e707adc7347b36124ed25383eae88eb49f4814d4e0fa50f2d8d65da7ad0e"),
-    "cifar10-int8": ShippedModel(  # cifar10 release 20d5e707 in the 8-bit arithmetic: +0.007
-        "cifar10-w256", "cifar10-int8.pt",
-        "9ba6f4c7593239a3f587f8bc0019b39dda9d3e0fb942ecc35798fa74ed2b8d51", "int8"),
+    "cifar10-int8": ShippedModel(  # cifar10 release 20d5e707 in 8-bit arithmetic: -0.001
+        "cifar10-w256", "cifar10-int8.pt",  # (release 9ba6f4c7 on w8a8's finer grid)
+        "e9d34876adb839d1daf1089dcb8be7bad49385b3a60aec1b85afab76a9f9e259", "w8a8"),
 }
 
 
@@ -129,6 +129,9 @@ EARLIER: dict[str, tuple[ShippedModel, ...]] = {
               ShippedModel("photo-r1", "photo-cb8726df.pt",
                            "cb8726df11a26a072102bf56d7373e408bed5824ef02209672baec41003fafbb"),),
     "photo-int8": (
+        ShippedModel(  # the same weights in the int8 arithmetic (7-bit activations)
+            "photo-w128", "photo-int8-c66fa8f5.pt",
+            "c66fa8f5edb78194f1edf90d90165d02427a037591dd90ecc0a030fab7d00a2f", "int8"),
         ShippedModel(  # the same, calibrated on 64 crops, its last iterate exported
             "photo-w128", "photo-int8-bc27879a.pt",
             "bc27879ae24d7e39bae1d831a593472a78b29b4ca8a0bb2c5862fe62b92133b4", "int8"),
@@ -155,6 +158,9 @@ EARLIER: dict[str, tuple[ShippedModel, ...]] = {
                 ShippedModel("cifar10", "cifar10-291f5ecb.pt",
                              "291f5ecba1b305c0a3a041792e967901c3752459b7a2a8e9632495bf4b0b98f8"),),
     "cifar10-int8": (
+        ShippedModel(  # the same weights in the int8 arithmetic (7-bit activations)
+            "cifar10-w256", "cifar10-int8-9ba6f4c7.pt",
+            "9ba6f4c7593239a3f587f8bc0019b39dda9d3e0fb942ecc35798fa74ed2b8d51", "int8"),
         ShippedModel(  # the same, calibrated on 64 crops, its last iterate exported
             "cifar10-w256", "cifar10-int8-127860ab.pt",
             "127860abb6f8f73a390ca4e57e0ede46cf88050c855e26736e6a2c7809d20ec3", "int8"),

@@ -89,7 +89,7 @@ def recipe(preset: str, data: list[Path], batch: int, crop: int, eval_every: int
            anneal_from: int, anneal_decay: float, steps: int, lr: float = 3e-3,
            warmup: int = 500, holdout: float = 0.02, init=None, decay: float = 0.97,
            seed: int = 0, arithmetic: str = "limb", ema: float = 0.0,
-           calibration: int | None = None) -> dict:
+           calibration: int | None = None, grid: str | None = None) -> dict:
     """Data and ``idfzip train`` arguments of one shipped model: Adamax at ``lr`` with ``warmup``
     warm-up steps and ``decay`` per 1000 steps, then annealed from ``anneal_from`` (None:
     never). With ``init``, training starts from that model file (grown to ``preset`` if it has
@@ -97,16 +97,19 @@ def recipe(preset: str, data: list[Path], batch: int, crop: int, eval_every: int
     that makes the folder; ``init`` a model file, :class:`FloatWeights` or :class:`After`. With
     ``arithmetic="int8"`` it trains on the 8-bit export's grids (quantisation-aware) and is
     exported to that arithmetic, its scales calibrated on ``calibration`` crops (None: the
-    default, 64). With ``ema``, the run evaluates and exports its weights' moving average with
-    that decay per step."""
-    return {"data": data, "steps": steps, "init": init, "arithmetic": arithmetic,
+    default, 64). With ``grid`` (an 8-bit arithmetic other than ``arithmetic``), it trains on
+    that arithmetic's grids and is exported to it, then converted (``idfzip export``: int8 to
+    w8a8). With ``ema``, the run evaluates and exports its weights' moving average with that
+    decay per step."""
+    grid = grid or arithmetic
+    return {"data": data, "steps": steps, "init": init, "arithmetic": arithmetic, "grid": grid,
             "args": ["--preset", preset, "--batch-size", str(batch), "--crop", str(crop),
                      "--eval-every", str(eval_every), "--lr", str(lr), "--warmup-steps",
                      str(warmup), "--decay-per-1000", str(decay),
                      *(["--anneal-from", str(anneal_from)] if anneal_from is not None else []),
                      "--anneal-decay-per-1000", str(anneal_decay),
                      "--holdout-fraction", str(holdout), "--seed", str(seed),
-                     *(["--fake-quant", "int8"] if arithmetic == "int8" else []),
+                     *(["--fake-quant", grid] if grid != "limb" else []),
                      *(["--ema", str(ema)] if ema else []),
                      *(["--calibration-crops", str(calibration)] if calibration else [])]}
 
@@ -127,13 +130,15 @@ def on_gpu(preset: str, data: list, batch: int, crop: int, lr: float, steps: int
 
 
 def on_8bit_grids(preset: str, data: list, batch: int, crop: int, steps: int, init,
-                  ema: float = 0.0, calibration: int | None = None, lr: float = 2e-4) -> dict:
+                  ema: float = 0.0, calibration: int | None = None, lr: float = 2e-4,
+                  arithmetic: str = "int8", grid: str = "int8") -> dict:
     """A trained model's weights calibrated (on ``calibration`` crops) and fine-tuned on the
-    8-bit export's grids (issue #14): Adamax at ``lr``, 50 warm-up steps, decay 0.7 per 1000,
-    seed 3, float32; exported through a moving average of the weights with ``ema``."""
+    ``grid`` arithmetic's grids (issue #14): Adamax at ``lr``, 50 warm-up steps, decay 0.7 per
+    1000, seed 3, float32; exported through a moving average of the weights with ``ema``, in
+    ``arithmetic`` (w8a8 from an int8 grid: the int8 export converted to the finer grid)."""
     return recipe(preset, data, batch, crop, 500, None, 0.85, steps, lr=lr, warmup=50,
-                  decay=0.7, seed=3, init=init, arithmetic="int8", ema=ema,
-                  calibration=calibration)
+                  decay=0.7, seed=3, init=init, arithmetic=arithmetic, ema=ema,
+                  calibration=calibration, grid=grid)
 
 
 @dataclass(frozen=True)
@@ -201,9 +206,16 @@ RECIPES = {
     "photo-int8-ema": on_8bit_grids("photo-w128", PHOTOS_ALL, 16, 64, 5000, PHOTO_2BF64504,
                                     ema=0.999),
     # ...and calibrated on 512 crops instead of 64: wider activation ranges, which photos
-    # unlike the training crops need (0.56 h on the same machine)
+    # unlike the training crops need (0.56 h on the same machine; release c66fa8f5)
+    "photo-int8-c66fa8f5": on_8bit_grids("photo-w128", PHOTOS_ALL, 16, 64, 5000,
+                                         PHOTO_2BF64504, ema=0.999, calibration=512),
+    # ...the same, converted to the w8a8 arithmetic's finer activations (release 25a55a0c)
     "photo-int8": on_8bit_grids("photo-w128", PHOTOS_ALL, 16, 64, 5000, PHOTO_2BF64504,
-                                ema=0.999, calibration=512),
+                                ema=0.999, calibration=512, arithmetic="w8a8"),
+    # ...fine-tuned on the w8a8 grids instead
+    "photo-int8-on-w8a8": on_8bit_grids("photo-w128", PHOTOS_ALL, 16, 64, 5000, PHOTO_2BF64504,
+                                        ema=0.999, calibration=512, arithmetic="w8a8",
+                                        grid="w8a8"),
     # ...calibrated on 2,048 crops (not shipped: worse on Kodak and unseen photos, README;
     # ~1 h, 1 then 2 threads, beside other work, resumed at step 2,200)
     "photo-int8-c2048": on_8bit_grids("photo-w128", PHOTOS_ALL, 16, 64, 5000, PHOTO_2BF64504,
@@ -256,8 +268,12 @@ RECIPES = {
                                            CIFAR10_20D5E707),
     # ...calibrated on 512 crops and exported through its weights' moving average, as
     # photo-int8: 0.78 h on the same machine (release 9ba6f4c7)
+    "cifar10-int8-9ba6f4c7": on_8bit_grids("cifar10-w256", [SHARED / "cifar10"], 32, 32, 6000,
+                                           CIFAR10_20D5E707, ema=0.999, calibration=512),
+    # ...the same, converted to the w8a8 arithmetic's finer activations (release e9d34876)
     "cifar10-int8": on_8bit_grids("cifar10-w256", [SHARED / "cifar10"], 32, 32, 6000,
-                                  CIFAR10_20D5E707, ema=0.999, calibration=512),
+                                  CIFAR10_20D5E707, ema=0.999, calibration=512,
+                                  arithmetic="w8a8"),
 }
 
 
@@ -313,9 +329,13 @@ def main() -> None:
     if not args.export_only:
         out = run(args.model, args)
     target = REPO / "idfzip" / "weights" / f"{args.model}.pt"
+    recipe = RECIPES[args.model]
+    exported = target if recipe["grid"] == recipe["arithmetic"] else out / "export.pt"
     subprocess.run([sys.executable, "-m", "idfzip", "export", str(out / "model.pt"), "-o",
-                    str(target), "-f", "--arithmetic", RECIPES[args.model]["arithmetic"]],
-                   check=True)
+                    str(exported), "-f", "--arithmetic", recipe["grid"]], check=True)
+    if exported != target:  # trained on another 8-bit grid: converted (int8 -> w8a8)
+        subprocess.run([sys.executable, "-m", "idfzip", "export", str(exported), "-o",
+                        str(target), "-f", "--arithmetic", recipe["arithmetic"]], check=True)
     print(f"now pin the printed sha256 for {args.model!r} in idfzip/zoo.py (SHIPPED)")
 
 
