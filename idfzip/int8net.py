@@ -259,6 +259,10 @@ class W8A8ConvNet(Int8ConvNet):
     arithmetic = "w8a8"
 
 
+# the exported network of each 8-bit arithmetic, by the name a model file records
+EIGHT_BIT_NETS = {net.arithmetic: net for net in (Int8ConvNet, W8A8ConvNet)}
+
+
 def fake_quantize_int8(net: ConvNet, h: torch.Tensor, top: int = ACTIVATION_TOP
                        ) -> torch.Tensor:
     """What ``Int8ConvNet(net)`` (activations ``0..top``) computes, in float with
@@ -270,6 +274,7 @@ def fake_quantize_int8(net: ConvNet, h: torch.Tensor, top: int = ACTIVATION_TOP
 
     convs = [m for m in net.layers if isinstance(m, nn.Conv2d)]
     input_scale = 1.0 / INPUT_SCALE
+    grid = activation_scale(top)
     h = h.clamp(-LATENT_LIMIT * INPUT_SCALE, (LATENT_LIMIT - 1) * INPUT_SCALE)
     for i, conv in enumerate(convs):
         weight, bias = net.folded_weights(conv)
@@ -285,7 +290,6 @@ def fake_quantize_int8(net: ConvNet, h: torch.Tensor, top: int = ACTIVATION_TOP
             h = h * exact.to(h).view(1, -1, 1, 1)
         else:
             h = nn.functional.hardtanh(h, 0.0, ACTIVATION_MAX)
-            grid = activation_scale(top)
             h = ste(h, round_half_up(h * grid) / grid)
             input_scale = grid
     return h

@@ -194,9 +194,9 @@ def exported_net(net: ConvNet, arithmetic: str) -> ExactNet:
     ``w8a8``: :mod:`idfzip.int8net`)."""
     if arithmetic == "limb":
         return IntegerConvNet(net)
-    if arithmetic in ("int8", "w8a8"):
-        from .int8net import Int8ConvNet, W8A8ConvNet
-        return (Int8ConvNet if arithmetic == "int8" else W8A8ConvNet)(net)
+    from .int8net import EIGHT_BIT_NETS  # it builds on this module
+    if arithmetic in EIGHT_BIT_NETS:
+        return EIGHT_BIT_NETS[arithmetic](net)
     raise ValueError(f"unknown arithmetic {arithmetic!r}; one of {', '.join(ARITHMETICS)}")
 
 

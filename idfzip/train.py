@@ -27,6 +27,7 @@ from . import distributed
 from .allocator import reuse_freed_memory
 from .calibration import fill_activation_range
 from .data import CropSampler, DataError, center_crops, load_images, split_holdout
+from .int8net import ACTIVATION_TOPS
 from .model import FlowConfig, IntegerDiscreteFlow
 from .nets import ConvNet, set_precision
 from .weights import atomic_save, save_model
@@ -218,7 +219,7 @@ def train(model_config: FlowConfig, sources: list[str], out_dir: str | Path,
         saved_average = state.get("averaged")
     elif init_weights is not None:
         model.load_state_dict(init_weights)
-        if config.fake_quant in ("int8", "w8a8"):  # fill the 8-bit grid before training on it
+        if config.fake_quant in ACTIVATION_TOPS:  # fill the 8-bit grid before training on it
             crops = sampler.batch(0, config.calibration_crops)
             fill_activation_range(model, torch.from_numpy(crops).to(device).float())
             log(f"8-bit grids: hidden activations rescaled on {config.calibration_crops} crops")

@@ -43,9 +43,10 @@ def check(images, model_name: str, tile: int, cuda: bool) -> int:
     import idfzip
     from idfzip.api import coding_model
     from idfzip.int8conv import use_backend
+    from idfzip.int8net import ACTIVATION_TOPS
     from idfzip.intnet import arithmetic_of
     failures = 0
-    configs = settings(cuda, arithmetic_of(coding_model(model_name).model) in ("int8", "w8a8"))
+    configs = settings(cuda, arithmetic_of(coding_model(model_name).model) in ACTIVATION_TOPS)
     for n, arr in enumerate(images):
         image = Image.fromarray(arr)
         files = {}

@@ -53,10 +53,11 @@ def bpd(model, images, batch: int = 100) -> float:
 
 
 def main() -> None:
+    from idfzip.intnet import ARITHMETICS
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True, help="photo model (name or path)")
     p.add_argument("--cifar-model", required=True, help="CIFAR-10 model (name or path)")
-    p.add_argument("--arithmetic", choices=["limb", "int8", "w8a8"], default="limb")
+    p.add_argument("--arithmetic", choices=list(ARITHMETICS), default="limb")
     p.add_argument("--calibrate", action="store_true",
                    help="rescale the activations on training images first (for int8)")
     p.add_argument("--parts", action="store_true",
