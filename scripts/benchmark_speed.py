@@ -5,8 +5,8 @@
   every one decoded and compared), beside JPEG-XL lossless effort 7 and 9 on the same images
   and thread count; where the time goes (network, entropy coding, the rest) on one photo.
 * Sweep (``--sweep``): the same for networks 64 / 128 / 256 wide in the default model's
-  layout, each exported to the limb and to the 8-bit arithmetic, beside JPEG-XL in the same
-  run. The 64-wide one is the float weights of ``photo``'s last 64-wide release
+  layout, each exported to the limb and to an 8-bit arithmetic (``--sweep-arithmetic``, w8a8
+  by default), beside JPEG-XL in the same run. The 64-wide one is the float weights of ``photo``'s last 64-wide release
   (``SWEEP_BASE``); the wider ones hold them in their first 64 channels and small random
   weights in the others (so they code like it, through the flow, at the wider networks' cost:
   their speed is what the table is for).
@@ -41,6 +41,7 @@ from PIL import Image
 
 from reference_codecs import imagecodecs_codecs, run_codec
 
+from idfzip.int8net import ACTIVATION_TOPS
 from idfzip.zoo import DEFAULT_MODEL
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,15 +105,16 @@ def sweep(images, mb: float, args, device: str, others: list) -> str:
     import idfzip
     from idfzip.api import coding_model
     from idfzip.int8conv import backend_for
-    backend = backend_for(torch.device(args.device))
+    eight_bit = args.sweep_arithmetic
+    backend = backend_for(torch.device(args.device), ACTIVATION_TOPS[eight_bit])
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for label, path in sweep_models(Path(folder)):
+        for label, path in sweep_models(Path(folder), eight_bit):
             coder = coding_model(str(path), args.device)
             idfzip.decompress(idfzip.compress(images[0], coder, device=args.device), coder,
                               device=args.device)  # warm-up
             bits, t_enc, t_dec = idfzip_round_trips(images, coder, args)
-            if "int8" in label:
+            if eight_bit in label:
                 label += f", {backend}"
             rows.append((label, bits / (mb * 1e6), mb / t_enc, mb / t_dec))
             print(f"{label}: {rows[-1][2]:.2f} / {rows[-1][3]:.2f} MB/s", file=sys.stderr)
@@ -122,9 +124,10 @@ def sweep(images, mb: float, args, device: str, others: list) -> str:
     return "\n".join(lines)
 
 
-def sweep_models(folder: Path, widths=(64, 128, 256)) -> list[tuple[str, Path]]:
-    """(label, model file) for each width and arithmetic of the sweep, written to ``folder``.
-    The 8-bit exports are calibrated first (``calibration.fill_activation_range``) on 16
+def sweep_models(folder: Path, eight_bit: str = "w8a8",
+                 widths=(64, 128, 256)) -> list[tuple[str, Path]]:
+    """(label, model file) for each width of the sweep, exported to the limb and to the 8-bit
+    arithmetic ``eight_bit``, written to ``folder``. The 8-bit exports are calibrated first (``calibration.fill_activation_range``) on 16
     training crops where ../shared/data has them: an uncalibrated export codes ~0.5 bpd worse,
     and its many out-of-table symbols slow the coder down, which is not what is measured."""
     import copy
@@ -158,10 +161,10 @@ def sweep_models(folder: Path, widths=(64, 128, 256)) -> list[tuple[str, Path]]:
                 big[tuple(slice(0, n) for n in small.shape)] = small
             model.load_state_dict(model.state_dict() | {
                 k: v for k, v in trained.state_dict().items() if k not in wide})
-        for arithmetic in ("limb", "int8"):
+        for arithmetic in ("limb", eight_bit):
             path = folder / f"w{width}-{arithmetic}.pt"
             export = copy.deepcopy(model)
-            calibrated = arithmetic == "int8" and crops is not None
+            calibrated = arithmetic == eight_bit and crops is not None
             if calibrated:
                 fill_activation_range(export, crops)
             save_model(to_integer(export, arithmetic), path)
@@ -255,6 +258,8 @@ def main() -> None:
     p.add_argument("--memory-size", default="6000x4000", help="WxH of the memory test photo")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--skip-others", action="store_true", help="no JPEG-XL")
+    p.add_argument("--sweep-arithmetic", choices=list(ACTIVATION_TOPS), default="w8a8",
+                   help="the sweep's 8-bit arithmetic (w8a8: the shipped 8-bit models')")
     p.add_argument("--sweep", action="store_true",
                    help="widths 64/128/256 x limb/8-bit arithmetic instead of --model")
     p.add_argument("--out", default=None, help="folder for speed.md")
