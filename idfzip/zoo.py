@@ -94,9 +94,9 @@ SHIPPED: dict[str, ShippedModel] = {
     "photo-deep": ShippedModel(  # files ~0.2% smaller than photo's, at 0.6x its speed
         "photo-deep", "photo-deep.pt",
         "d1f858ff262c79d8621b3c5be76cf2f511944a84474c1f766875a84aa8fe57e1"),
-    "photo": ShippedModel(  # release e28d14b3 widened to 128 and trained on one GPU
+    "photo": ShippedModel(  # release 2bf64504 trained on, its weights' moving average
         "photo-w128", "photo.pt",
-        "2bf64504ee2dfd11089034129a4fed0903754f697a5a20c0ff3f2843ddee6ef3"),
+        "c1aabb17e1af1864ca3c2962f90cf72babeda9c630f802a0581d6d34794c2a0b"),
     "photo-int8": ShippedModel(  # photo release 2bf64504 in 8-bit arithmetic: 2.6x its speed
         "photo-w128", "photo-int8.pt",  # (release c66fa8f5 on w8a8's finer activation grid)
         "25a55a0cfe69510b1ba8505a088dcc75ce5c1462328685e623374d24b91275f9", "w8a8"),
@@ -114,7 +114,9 @@ SHIPPED: dict[str, ShippedModel] = {
 
 # Weights that ``SHIPPED`` had in earlier releases; decoding picks them by the id in a file.
 EARLIER: dict[str, tuple[ShippedModel, ...]] = {
-    "photo": (ShippedModel("photo-ycocg", "photo-e28d14b3.pt",
+    "photo": (ShippedModel("photo-w128", "photo-2bf64504.pt",  # e28d14b3 widened, one GPU
+                           "2bf64504ee2dfd11089034129a4fed0903754f697a5a20c0ff3f2843ddee6ef3"),
+              ShippedModel("photo-ycocg", "photo-e28d14b3.pt",
                            "e28d14b3120e741c90e315b4d08d2622162c34e399f4d2d20e4de9e3c3f7048c"),
               ShippedModel("photo-ycocg", "photo-da9381cb.pt",
                            "da9381cbc40b14518f64f1af8d0628ab2d1be4a6f4799711680acc720ec3872a"),

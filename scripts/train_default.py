@@ -36,8 +36,7 @@ EARLIER_PHOTO = REPO / "idfzip" / "weights" / "photo-787b2fa4.pt"  # photo after
 PHOTO_E28D14B3 = REPO / "idfzip" / "weights" / "photo-e28d14b3.pt"  # the last 64-wide photo
 # cifar10 release 20d5e707 (256 wide); cifar10-20d5e707.pt once a later release replaces it
 CIFAR10_20D5E707 = REPO / "idfzip" / "weights" / "cifar10.pt"
-# photo release 2bf64504 (128 wide); photo-2bf64504.pt once a later release replaces it
-PHOTO_2BF64504 = REPO / "idfzip" / "weights" / "photo.pt"
+PHOTO_2BF64504 = REPO / "idfzip" / "weights" / "photo-2bf64504.pt"  # 128 wide, one GPU
 
 
 @dataclass(frozen=True)
@@ -187,9 +186,9 @@ RECIPES = {
                              0.8, 49000, lr=5e-4, warmup=200, decay=0.969, seed=2,
                              init=FloatWeights("photo-da9381cb")),
     # the GPU width study (README): 8.8 minutes of one H200 for all of them at once; its
-    # 128-wide run is the shipped photo (release 2bf64504)
+    # 128-wide run is photo release 2bf64504, the start of today's photo
     # (release e28d14b3 widened by growth.widen; 128 x 64² a step, four runs sharing an H200)
-    "photo": on_gpu("photo-w128", PHOTOS_ALL, 128, 64, 1e-3, 5869, PHOTO_E28D14B3),
+    "photo-2bf64504": on_gpu("photo-w128", PHOTOS_ALL, 128, 64, 1e-3, 5869, PHOTO_E28D14B3),
     "photo-w192-gpu": on_gpu("photo-w192", PHOTOS_ALL, 128, 64, 1e-3, 5501, PHOTO_E28D14B3),
     "photo-w256-gpu": on_gpu("photo-w256", PHOTOS_ALL, 128, 64, 1e-3, 5131, PHOTO_E28D14B3),
     # release affb10d8 fine-tuned on the 8-bit export's grids
@@ -224,6 +223,11 @@ RECIPES = {
     # README; 1.19 h at 1 thread beside other work)
     "photo-int8-lr1e-4": on_8bit_grids("photo-w128", PHOTOS_ALL, 16, 64, 5000, PHOTO_2BF64504,
                                        ema=0.999, calibration=512, lr=1e-4),
+    # release 2bf64504 trained on as photo-int8-c66fa8f5 was, without the 8-bit grids: its
+    # weights' moving average exported (limb); 0.61 h, 1 thread, bfloat16, on the 2-core AMD
+    # EPYC with AVX-512 BF16 (release c1aabb17)
+    "photo": on_8bit_grids("photo-w128", PHOTOS_ALL, 16, 64, 5000, PHOTO_2BF64504,
+                           ema=0.999, arithmetic="limb", grid="limb"),
     "photo-deep": recipe("photo-deep", PHOTOS, 16, 64, 500, 6000, 0.85, 16000, lr=5e-4,
                          warmup=200, init=EARLIER_PHOTO),
     "photo-grey": recipe("photo-grey", PHOTOS, 16, 64, 500, 7800, 0.8, 16000),
