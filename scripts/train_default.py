@@ -229,7 +229,9 @@ RECIPES = {
     # EPYC with AVX-512 BF16 (release c1aabb17)
     "photo": on_8bit_grids("photo-w128", PHOTOS_ALL, 16, 64, 5000, PHOTO_2BF64504,
                            ema=0.999, arithmetic="limb", grid="limb"),
-    # photo-int8's recipe from release c1aabb17 (the photo it was made from, trained on)
+    # photo-int8's recipe from release c1aabb17 (the photo it was made from, trained on); not
+    # shipped: Kodak 3.2520, unseen photos 2.8871 against 25a55a0c's 3.2535 / 2.8802 (0.77 h,
+    # 1 thread, on the 2-core AMD EPYC with AVX-512 BF16, beside another run)
     "photo-int8-from-c1aabb17": on_8bit_grids("photo-w128", PHOTOS_ALL, 16, 64, 5000, PHOTO,
                                               ema=0.999, calibration=512, arithmetic="w8a8"),
     "photo-deep": recipe("photo-deep", PHOTOS, 16, 64, 500, 6000, 0.85, 16000, lr=5e-4,
