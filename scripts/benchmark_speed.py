@@ -6,8 +6,8 @@
   and thread count; where the time goes (network, entropy coding, the rest) on one photo.
 * Sweep (``--sweep``): the same for networks 64 / 128 / 256 wide in the default model's
   layout, each exported to the limb and to an 8-bit arithmetic (``--sweep-arithmetic``, w8a8
-  by default), beside JPEG-XL in the same run. The 64-wide one is the float weights of ``photo``'s last 64-wide release
-  (``SWEEP_BASE``); the wider ones hold them in their first 64 channels and small random
+  by default), beside JPEG-XL in the same run. The 64-wide one is the float weights of
+  ``photo``'s last 64-wide release (``SWEEP_BASE``); the wider ones hold them in their first 64 channels and small random
   weights in the others (so they code like it, through the flow, at the wider networks' cost:
   their speed is what the table is for).
 * Memory: peak resident memory of compressing and decompressing a 6000x4000 RGB photo (a
@@ -127,9 +127,10 @@ def sweep(images, mb: float, args, device: str, others: list) -> str:
 def sweep_models(folder: Path, eight_bit: str = "w8a8",
                  widths=(64, 128, 256)) -> list[tuple[str, Path]]:
     """(label, model file) for each width of the sweep, exported to the limb and to the 8-bit
-    arithmetic ``eight_bit``, written to ``folder``. The 8-bit exports are calibrated first (``calibration.fill_activation_range``) on 16
-    training crops where ../shared/data has them: an uncalibrated export codes ~0.5 bpd worse,
-    and its many out-of-table symbols slow the coder down, which is not what is measured."""
+    arithmetic ``eight_bit``, written to ``folder``. The 8-bit exports are calibrated first
+    (``calibration.fill_activation_range``) on 16 training crops where ../shared/data has them:
+    an uncalibrated export codes ~0.5 bpd worse, and its many out-of-table symbols slow the
+    coder down, which is not what is measured."""
     import copy
     from dataclasses import replace
 

@@ -44,6 +44,12 @@ def table_rows(text: str, first: str) -> list[list[str]]:
     return rows
 
 
+def last_cell(cell: str) -> tuple[float, int]:
+    """(held-out bpd, step) of a ``last`` row's cell, written ``4.2131 (5869)``."""
+    value, step = re.fullmatch(r"([\d.]+) \((\d+)\)", cell).groups()
+    return float(value), int(step)
+
+
 def curves(text: str, runs: list[str], minutes: float) -> dict[str, tuple[list, list]]:
     """Each run's (minutes, held-out bpd) from a study's first step table: its ``step`` rows,
     then its ``last`` row's value and step (``4.2131 (5869)``), whose step took ``minutes``."""
@@ -51,10 +57,9 @@ def curves(text: str, runs: list[str], minutes: float) -> dict[str, tuple[list, 
     last = table_rows(text, "last")[0]
     out = {}
     for i, run in enumerate(runs, 1):
-        value, final = re.fullmatch(r"([\d.]+) \((\d+)\)", last[i]).groups()
-        points = [(int(r[0]), float(r[i])) for r in steps if r[i]] + [(int(final),
-                                                                       float(value))]
-        out[run] = ([s / int(final) * minutes for s, _ in points], [b for _, b in points])
+        value, final = last_cell(last[i])
+        points = [(int(r[0]), float(r[i])) for r in steps if r[i]] + [(final, value)]
+        out[run] = ([s / final * minutes for s, _ in points], [b for _, b in points])
     return out
 
 
@@ -62,8 +67,7 @@ def photo_transfer(text: str) -> dict[str, tuple[float, float, float]]:
     """Per benchmark row of the photo study's export table (Kodak, unseen photos): (the start's
     score, the w256 run's score, benchmark change per unit of held-out change)."""
     start_held = float(re.search(r"scores ([\d.]+) there", text).group(1))
-    held = [float(re.fullmatch(r"([\d.]+) \(\d+\)", c).group(1))
-            for c in table_rows(text, "last")[0][1:]]
+    held = [last_cell(c)[0] for c in table_rows(text, "last")[0][1:]]
     out = {}
     for row in table_rows(text, r"Kodak.*|.*unseen.*"):
         start, *scores = (float(c) for c in row[1:])
@@ -77,7 +81,7 @@ def cifar_shipped(text: str) -> tuple[float, float, float]:
     """(CIFAR-10 test, held-out, minutes of its restart) of the shipped run: the lr 2e-3 run
     restarted at lr 2e-3 for 3.4 minutes (the study's second and third tables)."""
     test = float(table_rows(text, r"3\.9771")[0][2])
-    held = float(re.fullmatch(r"([\d.]+) \(\d+\)", table_rows(text, "last")[1][2]).group(1))
+    held = last_cell(table_rows(text, "last")[1][2])[0]
     restart = float(re.search(r"side by side for ([\d.]+) minutes", text).group(1))
     return test, held, restart
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,20 @@ import torch
 from idfzip import FlowConfig, IntegerDiscreteFlow
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str):
+    """scripts/NAME.py as a module, with scripts/ on the path while it loads (scripts import
+    their neighbours, e.g. reference_codecs, scaling_study)."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(SCRIPTS))
 
 TINY = FlowConfig(channels=3, levels=2, steps_per_level=2, hidden=8, depth=2, prior_hidden=8,
                   prior_depth=1, mixture_components=3)

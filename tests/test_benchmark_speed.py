@@ -3,29 +3,17 @@ release, whatever width the default model has."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from idfzip.intnet import arithmetic_of
 from idfzip.zoo import load_model
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+from .conftest import load_script
 
 
 def _script():
-    sys.path.insert(0, str(SCRIPTS))  # it imports reference_codecs beside it
-    try:
-        spec = importlib.util.spec_from_file_location("benchmark_speed",
-                                                      SCRIPTS / "benchmark_speed.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    return load_script("benchmark_speed")
 
 
 def test_sweep_grows_every_width_from_the_64_wide_base(tmp_path):

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+from .conftest import load_script
 
 
 def _script():
-    sys.path.insert(0, str(SCRIPTS))  # it imports scaling_study beside it
-    try:
-        spec = importlib.util.spec_from_file_location("forecast", SCRIPTS / "forecast.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    return load_script("forecast")
 
 
 STUDY = """# a study
